@@ -75,7 +75,9 @@ def test_cells(release: dict[str, Any]) -> list[TestCell]:
     for cell in release["cells"]:
         meta = _nbgrader(cell)
         if cell.get("cell_type") == "code" and meta.get("grade") and not meta.get("solution"):
-            found.append(TestCell(meta["grade_id"], float(meta.get("points", 0)), cell_source(cell)))
+            found.append(
+                TestCell(meta["grade_id"], float(meta.get("points", 0)), cell_source(cell))
+            )
     return found
 
 
@@ -85,7 +87,9 @@ def manual_cells(release: dict[str, Any]) -> list[TestCell]:
     for cell in release["cells"]:
         meta = _nbgrader(cell)
         if meta.get("grade") and meta.get("solution"):
-            found.append(TestCell(meta["grade_id"], float(meta.get("points", 0)), cell_source(cell)))
+            found.append(
+                TestCell(meta["grade_id"], float(meta.get("points", 0)), cell_source(cell))
+            )
     return found
 
 

@@ -8,6 +8,8 @@ for a laptop screen and a phone.
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.animation import FuncAnimation
+from matplotlib.patches import Rectangle
 
 #: Counts (how many kernel taps reach a pixel): darker is more visited, as in the lecture.
 COUNT_CMAP = "Greys"
@@ -50,7 +52,9 @@ def show_matrix(ax, matrix, *, title: str, xlabel: str, ylabel: str, annotate: b
     return image
 
 
-def show_counts(ax, counts, *, title: str, xlabel: str = "output column", ylabel: str = "output row"):
+def show_counts(
+    ax, counts, *, title: str, xlabel: str = "output column", ylabel: str = "output row"
+):
     """Draw a coverage map: how many kernel taps reach each output pixel (darker is more)."""
     values = np.asarray(counts, dtype=float)
     image = ax.imshow(values, cmap=COUNT_CMAP, vmin=0, vmax=max(values.max(), 1))
@@ -58,4 +62,153 @@ def show_counts(ax, counts, *, title: str, xlabel: str = "output column", ylabel
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="taps")
+    return image
+
+
+def show_sequence(ax, values, *, title: str, xlabel: str, ylabel: str = "value", start: int = 0):
+    """Draw a short 1-d signal or kernel as a stem plot, one integer tick per entry.
+
+    ``start`` is the index of the first entry: 1 for the lecture's 1-based math, 0 for code.
+    """
+    values = np.asarray(values, dtype=float)
+    positions = np.arange(start, start + len(values))
+    ax.stem(positions, values, linefmt="k-", markerfmt="ko", basefmt="k:")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(positions)
+    ax.margins(x=0.1, y=0.15)
+
+
+def _draw_cells(ax, left: float, row: float, values, *, highlight=(), label: str = ""):
+    """Draw one row of square cells with their values written in, some highlighted."""
+    for offset, value in enumerate(values):
+        shaded = offset in highlight
+        ax.add_patch(
+            Rectangle(
+                (left + offset, row),
+                1,
+                1,
+                facecolor="0.8" if shaded else "white",
+                edgecolor="black",
+                linewidth=2.0 if shaded else 0.8,
+            )
+        )
+        ax.text(left + offset + 0.5, row + 0.5, f"{value + 0.0:g}", ha="center", va="center")
+    if label:
+        ax.text(-0.3, row + 0.5, label, ha="right", va="center")
+
+
+def animate_kernel_sum(signal, kernel, *, stride: int = 1, interval_ms: int = 900):
+    """Animate a 1-d transposed convolution as a weighted sum of translated kernels.
+
+    Input x of length W, kernel κ of length w, stride s: step i (0-based) places x[i]·κ at
+    offset i·s of the output and adds it in, so the output has length s(W − 1) + w.
+    Returns a ``FuncAnimation`` of W + 2 frames (empty output, one frame per step, result);
+    show it with :func:`animation_html`.
+    """
+    signal = np.asarray(signal, dtype=float)
+    kernel = np.asarray(kernel, dtype=float)
+    input_length, kernel_length = len(signal), len(kernel)
+    output_length = stride * (input_length - 1) + kernel_length
+    width = max(output_length, stride * (input_length - 1) + 1)
+
+    # Half an inch per cell, plus a fixed margin for the row labels and the title.
+    cell_inches, label_inches, title_inches = 0.5, 1.1, 0.45
+    axes_width, axes_height = cell_inches * (width + 0.4), cell_inches * 5.5
+    figure = plt.figure(
+        figsize=(label_inches + axes_width + 0.1, axes_height + title_inches), dpi=72
+    )
+    figure_width, figure_height = figure.get_size_inches()
+    ax = figure.add_axes(
+        (
+            label_inches / figure_width,
+            0,
+            axes_width / figure_width,
+            axes_height / figure_height,
+        )
+    )
+
+    def draw(frame: int) -> None:
+        ax.clear()
+        ax.set_xlim(-0.2, width + 0.2)
+        ax.set_ylim(-0.3, 5.2)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        steps_done = min(frame, input_length)
+        running_sum = np.zeros(output_length)
+        for step in range(steps_done):
+            running_sum[step * stride : step * stride + kernel_length] += signal[step] * kernel
+        current = frame - 1 if 1 <= frame <= input_length else None
+        # Input cells sit above the output offset i·s where their kernel copy starts.
+        for step, value in enumerate(signal):
+            _draw_cells(ax, step * stride, 4, [value], highlight={0} if step == current else ())
+        ax.text(-0.3, 4.5, "input x", ha="right", va="center")
+        if current is None:
+            ax.text(-0.3, 2.5, "x[i]·κ", ha="right", va="center")
+            touched = ()
+        else:
+            start = current * stride
+            _draw_cells(ax, start, 2, signal[current] * kernel, label="x[i]·κ")
+            touched = range(start, start + kernel_length)
+        _draw_cells(ax, 0, 0, running_sum, highlight=set(touched), label="output y")
+        if frame == 0:
+            ax.set_title("start: the output is all zeros")
+        elif current is not None:
+            ax.set_title(
+                f"step i = {current}: y[{current * stride}:{current * stride + kernel_length}]"
+                f" += x[{current}]·κ = {signal[current]:g}·κ"
+            )
+        else:
+            ax.set_title(f"done: output length s(W − 1) + w = {output_length}")
+
+    return FuncAnimation(figure, draw, frames=input_length + 2, interval=interval_ms, repeat=False)
+
+
+def animation_html(animation, *, alt: str):
+    """Render an animation as self-contained HTML/JS (works on a static page), with alt text.
+
+    matplotlib's player shows each frame in an ``<img>`` without ``alt``; this adds one, and
+    closes the animation's figure so the notebook does not also show its last frame.
+    """
+    from html import escape
+
+    from IPython.display import HTML
+
+    page = animation.to_jshtml()
+    plt.close(animation._fig)
+    return HTML(page.replace("<img id=", f'<img alt="{escape(alt)}" id=', 1))
+
+
+def show_placed_kernels(
+    ax,
+    rows,
+    total,
+    *,
+    row_labels,
+    title: str,
+    xlabel: str = "output position (0-based)",
+):
+    """Draw a transposed convolution as a weighted sum of translated kernels.
+
+    ``rows[i]`` holds the copy ``x_i · κ`` at the output positions it reaches (NaN
+    elsewhere, drawn blank); ``total`` is their sum, drawn under a rule as the last row.
+    """
+    placed = np.asarray(rows, dtype=float).reshape(-1, np.shape(total)[-1])
+    values = np.vstack([placed, np.asarray(total, dtype=float)[None, :]])
+    limit = max(np.nanmax(np.abs(values)) if np.isfinite(values).any() else 0.0, 1e-12)
+    cmap = mpl.colormaps[VALUE_CMAP].copy()
+    cmap.set_bad("white")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit)
+    for (row, col), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            shade = "white" if value < -0.55 * limit else "black"
+            ax.text(col, row, f"{value:g}", ha="center", va="center", fontsize=8, color=shade)
+    # The rule separates the translated copies from their sum.
+    ax.axhline(len(placed) - 0.5, color="black", linewidth=2)
+    ax.set_yticks(range(len(values)))
+    ax.set_yticklabels([*row_labels, "sum"])
+    ax.set_xticks(range(values.shape[1]))
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
     return image

@@ -1,0 +1,117 @@
+"""The built book: every chapter executed, the lecture's numbers printed by torch, nothing leaked.
+
+The ``built_book`` fixture builds exactly as the README does (``-W``: a warning or a cell
+error fails it). These tests then read the HTML, as a student's browser would get it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.book
+
+
+def toc_pages(repo_root: Path) -> list[str]:
+    """The pages of ``_toc.yml`` in reading order, as paths without suffix."""
+    toc = yaml.safe_load((repo_root / "_toc.yml").read_text())
+    return [toc["root"]] + [chapter["file"] for chapter in toc["chapters"]]
+
+
+def page_html(built_book: Path, page: str) -> str:
+    return (built_book / f"{page}.html").read_text(encoding="utf-8")
+
+
+def executed_outputs(html: str) -> str:
+    """The text of the executed cells' outputs, with all whitespace removed.
+
+    torch pads printed numbers with spaces that depend on the other entries, so the
+    lecture's values are looked for with spaces removed on both sides.
+    """
+    blocks = re.findall(r'<div class="cell_output[^"]*">(.*?)</div>\s*</div>', html, flags=re.S)
+    text = re.sub(r"<[^>]+>", "", " ".join(blocks))
+    return re.sub(r"\s+", "", text.replace("&#8722;", "-").replace("−", "-"))
+
+
+def test_the_book_has_its_eight_chapters(built_book, repo_root):
+    pages = toc_pages(repo_root)
+    assert len(pages) == 8
+    for page in pages:
+        assert (built_book / f"{page}.html").is_file(), f"{page} was not built"
+
+
+@pytest.mark.parametrize(
+    ("page", "lecture_values"),
+    [
+        # kernel (1, 2, -1) on (2, 3, 0, -1): a weighted sum of translated kernels.
+        ("book/04_transposed_convolution", ["2.,7.,4.,-4.,-2.,1."]),
+        # conv1d against conv_transpose1d on a single spike with (1, 2, 3).
+        ("book/04_transposed_convolution", ["3.,2.,1.,0.,0.", "0.,0.,1.,2.,3.,0.,0.,0.,0."]),
+        # nn.ConvTranspose1d with weight (1, 2, 1) on (1, 0, 0, 0, -1).
+        ("book/04_transposed_convolution", ["1.,2.,1.,0.,-1.,-2.,-1."]),
+        # the same example with stride 2: s(W - 1) + w = 9 values.
+        ("book/05_stride_padding_dilation", ["2.,4.,1.,6.,-3.,0.,-1.,-2.,1."]),
+        # F.interpolate x3 on [[1, 2], [3, 4]].
+        ("book/06_grid_artifacts_and_interpolation", ["1.0000,1.0000,1.3333,1.6667,2.0000,2.0000"]),
+        ("book/06_grid_artifacts_and_interpolation", ["3.,3.,3.,4.,4.,4."]),
+    ],
+)
+def test_the_lectures_numbers_are_executed_outputs(built_book, page, lecture_values):
+    outputs = executed_outputs(page_html(built_book, page))
+    for values in lecture_values:
+        assert values in outputs, (
+            f"{page}: torch's output {values} is not among the executed outputs"
+        )
+
+
+@pytest.mark.parametrize("chapter", [2, 3, 4, 5, 6])
+def test_chapters_two_to_six_draw_figures_at_build_time(built_book, repo_root, chapter):
+    page = toc_pages(repo_root)[chapter - 1]
+    html = page_html(built_book, page)
+    images = re.findall(r'<img[^>]+src="([^"]+)"[^>]*>', html)
+    drawn = [src for src in images if "_images/" in src or src.startswith("data:image")]
+    assert drawn, f"{page} has no figure drawn by a cell"
+
+
+def test_one_figure_is_animated(built_book, repo_root):
+    pages = [page_html(built_book, page) for page in toc_pages(repo_root)]
+    # matplotlib's jshtml writer names the frame image "_anim_img<id>" and embeds every frame.
+    assert any("_anim_img" in html for html in pages), (
+        "no page carries a matplotlib HTML/JS animation"
+    )
+
+
+def test_no_cell_writes_to_stderr_or_fails(built_book, repo_root):
+    for page in toc_pages(repo_root):
+        html = page_html(built_book, page)
+        assert "output stderr" not in html, f"{page}: a cell wrote to stderr"
+        assert "output traceback" not in html, f"{page}: a cell raised"
+
+
+def test_math_is_served_by_the_site_not_a_cdn(built_book, repo_root):
+    assert (built_book / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    for page in toc_pages(repo_root):
+        html = page_html(built_book, page)
+        scripts = re.findall(r'<script[^>]+src="([^"]+)"', html)
+        remote = [src for src in scripts if src.startswith(("http:", "https:", "//"))]
+        assert not remote, f"{page} loads scripts from the network: {remote}"
+        assert "_static/mathjax/tex-chtml.js" in html
+
+
+def test_exercises_and_solutions_never_reach_the_site(built_book):
+    built = {path.relative_to(built_book).as_posix() for path in built_book.rglob("*")}
+    leaked = [
+        path for path in built if path.split("/")[0] in {"exercises", "solutions", "autograder"}
+    ]
+    assert not leaked, f"built site holds {leaked[:5]}"
+
+
+def test_every_page_offers_its_notebook_and_launch_buttons(built_book, repo_root):
+    for page in toc_pages(repo_root):
+        html = page_html(built_book, page)
+        assert "download-notebook-button" in html or f"{Path(page).name}.ipynb" in html, page
+        assert "colab.research.google.com" in html, f"{page} has no Colab button"
+        assert "mybinder.org" in html, f"{page} has no Binder button"
