@@ -203,7 +203,9 @@ def show_placed_kernels(
     for (row, col), value in np.ndenumerate(values):
         if np.isfinite(value):
             shade = "white" if value < -0.55 * limit else "black"
-            ax.text(col, row, f"{value:g}", ha="center", va="center", fontsize=8, color=shade)
+            # "+ 0.0" writes 0·(-1) as 0, not -0.
+            label = f"{value + 0.0:g}"
+            ax.text(col, row, label, ha="center", va="center", fontsize=8, color=shade)
     # The rule separates the translated copies from their sum.
     ax.axhline(len(placed) - 0.5, color="black", linewidth=2)
     ax.set_yticks(range(len(values)))
@@ -211,4 +213,15 @@ def show_placed_kernels(
     ax.set_xticks(range(values.shape[1]))
     ax.set_title(title)
     ax.set_xlabel(xlabel)
+    return image
+
+
+def show_image(ax, values, *, title: str, xlabel: str = "column", ylabel: str = "row"):
+    """Draw a 2-d map (a layer's output) in greys, with its own value range and a colorbar."""
+    values = np.asarray(values, dtype=float)
+    image = ax.imshow(values, cmap=COUNT_CMAP, interpolation="nearest")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="value")
     return image
