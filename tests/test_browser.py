@@ -1,0 +1,394 @@
+"""The built book as a student meets it: every chapter driven in headless Chromium.
+
+The site is served from ``_build/html`` on 127.0.0.1 and opened in Debian's ``chromium``
+(Playwright cannot download a browser here). Every request to another host is blocked and
+counted as a failure: the book must work with no internet, so no CDN script, style or font.
+Screenshots of each chapter at a laptop and a phone viewport go to ``_build/screenshots``.
+"""
+
+import functools
+import http.server
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nbformat
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.browser, pytest.mark.book]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the networking switches, Chromium keeps calling Google's services over a closed
+# network; /dev/shm is small in CI containers.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+LAPTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+# A word every student will search for; the book must find it.
+KNOWN_WORD = "transposed"
+# matplotlib's jshtml animation names its frame <img> "_anim_img<uuid>".
+ANIMATION_IMG = 'img[id^="_anim_img"]'
+FIGURE_IMG = f".bd-article img:not({ANIMATION_IMG})"
+IMAGE_FILE_NAME = re.compile(r"\S+\.(png|jpe?g|gif|svg|webp)", re.IGNORECASE)
+
+
+def toc_files(toc: dict) -> list[str]:
+    """The toc's `file` entries in reading order (root first), as Jupyter Book orders them."""
+    files = [toc["root"]] if "root" in toc else []
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    walk(toc.get("parts"))
+    walk(toc.get("chapters"))
+    walk(toc.get("sections"))
+    return [str(Path(name).with_suffix("")) for name in files]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8")))
+
+
+def test_toc_reader_follows_reading_order():
+    """The toc reader walks root, parts, chapters and sections depth first."""
+    toc = {
+        "root": "intro.md",
+        "parts": [
+            {"chapters": [{"file": "a", "sections": [{"file": "a1.ipynb"}]}, {"file": "b"}]},
+            {"chapters": [{"file": "c"}]},
+        ],
+    }
+    assert toc_files(toc) == ["intro", "a", "a1", "b", "c"]
+
+
+# --- the browser and the site ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Launch Debian's Chromium; skip locally without it, fail in CI (which installs it)."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(reason + "; CI's .ci/run must install it")
+        pytest.skip(reason)
+    return {
+        **browser_type_launch_args,
+        "executable_path": str(CHROMIUM),
+        "args": CHROMIUM_ARGS,
+        "headless": True,
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": LAPTOP}
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        pass
+
+
+@pytest.fixture(scope="session")
+def site_url(built_book):
+    """The built book served on 127.0.0.1 at an ephemeral port, for the whole session."""
+    handler = functools.partial(_QuietHandler, directory=str(built_book))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(built_book):
+    folder = built_book.parent / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@dataclass
+class PageRecord:
+    """What went wrong while a page loaded: the browser-side view of 'it works'."""
+
+    console_errors: list[str] = field(default_factory=list)
+    failed_local_requests: list[str] = field(default_factory=list)
+    external_requests: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        return (
+            [f"console error: {text}" for text in self.console_errors]
+            + [f"failed local request: {url}" for url in self.failed_local_requests]
+            + [f"request to another host (no internet!): {url}" for url in self.external_requests]
+        )
+
+
+def open_chapter(page, site_url: str, chapter: str) -> PageRecord:
+    """Open a chapter with every non-local request blocked; wait until its math is typeset."""
+    record = PageRecord()
+
+    def route(request_route):
+        host = urlparse(request_route.request.url).hostname
+        if host == "127.0.0.1":
+            request_route.continue_()
+        else:
+            record.external_requests.append(
+                f"{request_route.request.resource_type} {request_route.request.url}"
+            )
+            request_route.abort()
+
+    def on_console(message):
+        # Chromium asks for /favicon.ico by itself (not the page); a 404 there is not the book's.
+        if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
+            record.console_errors.append(f"{message.text} ({message.location.get('url')})")
+
+    def on_response(response):
+        if urlparse(response.url).hostname == "127.0.0.1" and response.status >= 400:
+            record.failed_local_requests.append(f"{response.status} {response.url}")
+
+    def on_failed(request):
+        if urlparse(request.url).hostname == "127.0.0.1":
+            record.failed_local_requests.append(f"{request.failure} {request.url}")
+
+    page.route("**/*", route)
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: record.console_errors.append(f"uncaught: {error}"))
+    page.on("response", on_response)
+    page.on("requestfailed", on_failed)
+    page.goto(site_url + chapter + ".html", wait_until="load")
+    page.wait_for_function("() => window.MathJax && window.MathJax.startup", timeout=15_000)
+    page.evaluate("() => window.MathJax.startup.promise")
+    return record
+
+
+def chapter_html(built_book: Path, chapter: str) -> str:
+    return (built_book / f"{chapter}.html").read_text(encoding="utf-8")
+
+
+# --- every chapter ----------------------------------------------------------------------
+
+
+def test_toc_lists_the_chapters(built_book):
+    assert CHAPTERS, "_toc.yml lists no pages"
+    for chapter in CHAPTERS:
+        assert (built_book / f"{chapter}.html").is_file(), f"{chapter} is in _toc.yml, not built"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_loads_offline_without_errors(page, site_url, chapter):
+    record = open_chapter(page, site_url, chapter)
+    page.wait_for_load_state("networkidle")
+    assert page.locator(".bd-article h1").count() >= 1, "the page has no title: did it render?"
+    assert not record.problems(), "\n".join(record.problems())
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_math_is_typeset(page, site_url, chapter):
+    open_chapter(page, site_url, chapter)
+    report = page.evaluate(
+        """() => {
+        const article = document.querySelector('.bd-article');
+        const math = [...article.querySelectorAll('.math')];
+        const untypeset = math.filter(el => !el.querySelector('mjx-container'))
+                              .map(el => el.textContent.trim().slice(0, 80));
+        // The prose as a reader sees it: code, outputs and typeset math left out.
+        const prose = article.cloneNode(true);
+        prose.querySelectorAll('pre, code, script, style, mjx-container, .cell_output, .output')
+             .forEach(el => el.remove());
+        return {
+            count: math.length,
+            typeset: article.querySelectorAll('mjx-container').length,
+            untypeset: untypeset,
+            errors: [...article.querySelectorAll('mjx-merror')].map(el => el.textContent),
+            prose: prose.textContent,
+        };
+    }"""
+    )
+    assert not report["untypeset"], f"math left as TeX: {report['untypeset']}"
+    assert not report["errors"], f"MathJax could not typeset: {report['errors']}"
+    assert report["typeset"] >= report["count"]
+    raw = re.findall(r"\$\$|\\\(|\\\[|\$[^$\n]*[\\_^][^$\n]*\$", report["prose"])
+    assert not raw, f"raw TeX delimiters in the prose (math not parsed): {raw[:5]}"
+
+
+def test_book_has_math(built_book):
+    """The lecture is mathematics: at least one chapter must carry typeset-able math."""
+    assert any('class="math' in chapter_html(built_book, chapter) for chapter in CHAPTERS)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_figures_load_with_alt_text(page, site_url, chapter):
+    open_chapter(page, site_url, chapter)
+    figures = page.locator(FIGURE_IMG)
+    problems = []
+    for index in range(figures.count()):
+        figure = figures.nth(index)
+        figure.scroll_into_view_if_needed()
+        figure.evaluate(
+            "img => img.complete || new Promise(done => img.onload = img.onerror = done)"
+        )
+        src = figure.get_attribute("src") or ""
+        alt = (figure.get_attribute("alt") or "").strip()
+        if figure.evaluate("img => img.naturalWidth") == 0:
+            problems.append(f"not loaded: {src}")
+        box = figure.bounding_box()
+        if not figure.is_visible() or box is None or box["width"] < 2 or box["height"] < 2:
+            problems.append(f"not visible: {src}")
+        # Docutils falls back to the file name when a cell gives no alt text: that is no alt.
+        if not alt or alt == src or IMAGE_FILE_NAME.fullmatch(alt):
+            problems.append(
+                f"no alt text (got {alt!r}): {src}; give the cell "
+                "`mystnb: {image: {alt: ...}}` metadata or use a figure with :alt:"
+            )
+    assert not problems, "\n".join(problems)
+
+
+def test_book_has_figures(built_book):
+    assert any(
+        "<img" in chapter_html(built_book, chapter).split('class="bd-article"', 1)[-1]
+        for chapter in CHAPTERS
+    ), "no chapter shows a figure"
+
+
+def test_animations_play(page, site_url, built_book):
+    """At least one chapter has a jshtml animation, and each one plays: its frames change."""
+    animated = [c for c in CHAPTERS if "_anim_img" in chapter_html(built_book, c)]
+    assert animated, "no chapter embeds a jshtml animation (matplotlib's to_jshtml)"
+    for chapter in animated:
+        record = open_chapter(page, site_url, chapter)
+        animations = page.locator(".bd-article .animation")
+        assert animations.count() >= 1, f"{chapter}: the animation did not render"
+        for index in range(animations.count()):
+            animation = animations.nth(index)
+            frame = animation.locator(ANIMATION_IMG)
+            frame.scroll_into_view_if_needed()
+            page.wait_for_function(
+                "img => img.src.startsWith('data:image') && img.naturalWidth > 0",
+                arg=frame.element_handle(),
+            )
+            assert frame.is_visible(), f"{chapter}: animation {index} is hidden"
+            seen = {frame.get_attribute("src")}
+            animation.locator('button[title="Play"]').click()
+            # Collect frames as the animation plays: at least three different pictures.
+            for _ in range(100):
+                seen.add(frame.get_attribute("src"))
+                if len(seen) >= 3:
+                    break
+                page.wait_for_timeout(100)
+            assert len(seen) >= 3, f"{chapter}: animation {index} did not advance ({len(seen)})"
+            animation.locator('button[title="Pause"]').click()
+        assert not record.problems(), f"{chapter}:\n" + "\n".join(record.problems())
+
+
+def code_lines(source: str) -> str:
+    return "\n".join(line.rstrip() for line in source.strip().splitlines())
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_download_button_offers_the_chapters_notebook(page, site_url, chapter):
+    open_chapter(page, site_url, chapter)
+    page.locator(".dropdown-download-buttons button.dropdown-toggle").click()
+    link = page.locator(".dropdown-download-buttons a.btn-download-notebook-button")
+    link.wait_for(state="visible")
+    assert ".ipynb" in link.inner_text()
+    href = link.evaluate("a => a.href")
+    assert urlparse(href).path.endswith(f"/_sources/{chapter}.ipynb"), href
+    response = page.request.get(href)
+    assert response.ok, f"{href}: {response.status}"
+    notebook = nbformat.reads(response.text(), as_version=4)
+    nbformat.validate(notebook)
+    # It is this page's notebook: the page's code cells appear in it, in order.
+    notebook_code = iter(
+        code_lines(cell.source) for cell in notebook.cells if cell.cell_type == "code"
+    )
+    page_code = [
+        code_lines(text) for text in page.locator(".bd-article .cell_input pre").all_text_contents()
+    ]
+    missing = [code for code in page_code if not any(code == cell for cell in notebook_code)]
+    assert not missing, f"code on the page but not in the notebook, in order: {missing[:1]}"
+    assert notebook.cells, "the notebook is empty"
+
+
+@pytest.mark.parametrize("position", range(len(CHAPTERS)))
+def test_previous_and_next_navigation(page, site_url, position):
+    chapter = CHAPTERS[position]
+    open_chapter(page, site_url, chapter)
+    if position + 1 < len(CHAPTERS):
+        page.locator(".prev-next-area a.right-next").click()
+        page.wait_for_url(site_url + CHAPTERS[position + 1] + ".html*")
+    else:
+        assert page.locator(".prev-next-area a.right-next").count() == 0
+        open_chapter(page, site_url, chapter)
+    if position > 0:
+        page.goto(site_url + chapter + ".html")
+        page.locator(".prev-next-area a.left-prev").click()
+        page.wait_for_url(site_url + CHAPTERS[position - 1] + ".html*")
+
+
+def search_results(page) -> list[str]:
+    """Wait for Sphinx's search to finish and return the result links."""
+    page.locator("#search-results .search-summary").wait_for(state="attached", timeout=20_000)
+    page.wait_for_function(
+        "() => document.querySelector('#search-results .search-summary').textContent.trim()"
+    )
+    return page.locator("#search-results ul.search li a").evaluate_all(
+        "links => links.map(a => a.href)"
+    )
+
+
+def test_search_box_finds_a_word_of_the_book(page, site_url):
+    open_chapter(page, site_url, CHAPTERS[0])
+    page.locator("button.search-button-field:visible, button.search-button:visible").first.click()
+    search_box = page.locator("#pst-search-dialog input[name=q]")
+    search_box.wait_for(state="visible")
+    search_box.fill(KNOWN_WORD)
+    search_box.press("Enter")
+    page.wait_for_url(re.compile(r"search\.html\?q=" + KNOWN_WORD))
+    found = {urlparse(href).path for href in search_results(page)}
+    chapter_paths = {urlparse(site_url + chapter + ".html").path for chapter in CHAPTERS}
+    assert found & chapter_paths, f"searching {KNOWN_WORD!r} found no chapter: {found}"
+
+
+def test_search_finds_nothing_for_a_word_not_in_the_book(page, site_url):
+    """The search really filters: a made-up word finds nothing."""
+    page.goto(site_url + "search.html?q=zqxjvwordnotinthebook")
+    assert search_results(page) == []
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_screenshots_read_on_laptop_and_phone(page, site_url, chapter, screenshot_dir):
+    name = chapter.replace("/", "_")
+    open_chapter(page, site_url, chapter)
+    page.screenshot(path=str(screenshot_dir / f"{name}-laptop.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(300)  # let the theme's responsive layout settle
+    overflow = page.evaluate(
+        """() => {
+        const width = document.documentElement.clientWidth;
+        const wide = [...document.querySelectorAll('.bd-article img')]
+            .filter(img => img.getBoundingClientRect().right > width + 1)
+            .map(img => img.getAttribute('src').slice(0, 60));
+        return {page: document.documentElement.scrollWidth - width, wide: wide};
+    }"""
+    )
+    page.screenshot(path=str(screenshot_dir / f"{name}-phone.png"), full_page=True)
+    assert overflow["page"] <= 1, f"the page scrolls sideways on a phone by {overflow['page']}px"
+    assert not overflow["wide"], f"images wider than a phone: {overflow['wide']}"
