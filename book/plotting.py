@@ -5,6 +5,8 @@ Colour maps are sequential and readable in greyscale (``Greys`` for counts,
 for a laptop screen and a phone.
 """
 
+import re
+
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
@@ -168,8 +170,10 @@ def animate_kernel_sum(signal, kernel, *, stride: int = 1, interval_ms: int = 90
 def animation_html(animation, *, alt: str):
     """Render an animation as self-contained HTML/JS (works on a static page), with alt text.
 
-    matplotlib's player shows each frame in an ``<img>`` without ``alt``; this adds one, and
-    closes the animation's figure so the notebook does not also show its last frame.
+    matplotlib's player shows each frame in an ``<img>`` without ``alt``; this adds one. It
+    also drops the player's ``<link>`` to Font Awesome on a CDN (the book works offline; the
+    theme serves its own Font Awesome, which draws the buttons' icons), and closes the
+    animation's figure so the notebook does not also show its last frame.
     """
     from html import escape
 
@@ -177,6 +181,7 @@ def animation_html(animation, *, alt: str):
 
     page = animation.to_jshtml()
     plt.close(animation._fig)
+    page = re.sub(r"<link[^>]*font-awesome[^>]*>", "", page)
     return HTML(page.replace("<img id=", f'<img alt="{escape(alt)}" id=', 1))
 
 
