@@ -1,0 +1,179 @@
+"""``python -m autograder``: grade a batch, self-check a notebook, merge shard outputs.
+
+Exit status: ``grade`` and ``merge`` return 0 when grading worked, whatever the scores,
+and 2 when the grader itself could not run (bad arguments, no notebooks, release
+missing). ``check`` returns 0 when every public case passes, 1 when some fail, 2 when it
+could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from autograder import grading, reports, sandbox
+
+CANNOT_RUN = 2
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\rgrading [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _limits(args: argparse.Namespace) -> sandbox.Limits:
+    return sandbox.Limits(timeout=args.timeout, memory_bytes=args.memory_mb << 20)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--release",
+        type=Path,
+        default=grading.DEFAULT_RELEASE,
+        help="the release folder (trusted): <assignment>/<notebook>.ipynb (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=sandbox.Limits.timeout,
+        help="wall-clock seconds per submission (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=sandbox.Limits.memory_bytes >> 20,
+        help="address space a submission may add to the worker's (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sandbox",
+        choices=["auto", "bwrap", "none"],
+        default="auto",
+        help="bubblewrap, none (limits only), or auto: bubblewrap when it works here",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    grade = commands.add_parser("grade", help="grade notebooks into results.json files")
+    grade.add_argument("paths", nargs="+", help="notebooks, or folders searched for *.ipynb")
+    grade.add_argument("--out", type=Path, required=True, help="the output folder")
+    grade.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="parallel sandboxes (default: cores)"
+    )
+    grade.add_argument("--force", action="store_true", help="regrade notebooks already graded")
+    grade.add_argument("--shard", help="grade only shard K of N (K/N), split by path")
+    grade.add_argument(
+        "--seed", type=int, help="the hidden cases' seed (default: a fresh secret one per run)"
+    )
+    grade.add_argument(
+        "--progress",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="progress bar on stderr (auto: only on a terminal)",
+    )
+    _common(grade)
+
+    check = commands.add_parser("check", help="a student's self-check: public cases only")
+    check.add_argument("notebook", type=Path)
+    _common(check)
+
+    merge = commands.add_parser("merge", help="join the outputs of several shards")
+    merge.add_argument("dirs", nargs="+", type=Path)
+    merge.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def run_grade(args: argparse.Namespace) -> int:
+    shard = grading.parse_shard(args.shard) if args.shard else None
+    release = grading.Release(args.release)
+    submissions = [s for s in grading.discover(args.paths) if grading.in_shard(s, shard)]
+    if not submissions and shard is None:
+        raise grading.GraderError(f"no notebooks found in {' '.join(args.paths)}")
+    if args.jobs < 1:
+        raise grading.GraderError("--jobs must be at least 1")
+    grader = grading.Grader(
+        release,
+        grading.Checks.default(with_hidden=True),
+        args.out,
+        jobs=args.jobs,
+        limits=_limits(args),
+        sandbox_mode=args.sandbox,
+        seed=args.seed,
+        force=args.force,
+    )
+    show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    start = time.monotonic()
+    results = grader.run(submissions, _progress_bar if show else None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = [
+        reports.row_from_results(s.out_rel.as_posix(), r.results)
+        for s, r in zip(submissions, results, strict=True)
+    ]
+    reports.write_reports(rows, args.out)
+    skipped = sum(r.skipped for r in results)
+    print(
+        f"graded {len(results) - skipped} notebooks, {skipped} unchanged since the last run, "
+        f"in {time.monotonic() - start:.1f} s (sandbox: {grader.mode}); "
+        f"results in {args.out}"
+    )
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    release = grading.Release(args.release)
+    if not args.notebook.is_file():
+        raise grading.GraderError(f"{args.notebook}: no such notebook")
+    submission = grading.Submission(args.notebook, Path(args.notebook.name))
+    grader = grading.Grader(
+        release,
+        grading.Checks.default(with_hidden=False),
+        None,
+        jobs=1,
+        limits=_limits(args),
+        sandbox_mode=args.sandbox,
+        seed=0,
+    )
+    result = grader.run([submission])[0].results
+    print(result["output"])
+    print()
+    failed = 0
+    for test in result["tests"]:
+        mark = "PASS" if test["status"] == "passed" else "FAIL"
+        failed += mark == "FAIL"
+        print(f"{mark}  {test['name']}  ({test['score']:g}/{test['max_score']:g})")
+        if mark == "FAIL":
+            print("      " + test["output"].replace("\n", "\n      "))
+    total = sum(t["max_score"] for t in result["tests"])
+    print(f"\npublic checks: {result['score']:g} / {total:g} (the hidden cases are graded later)")
+    return 1 if failed or not result["tests"] else 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    for directory in args.dirs:
+        if not directory.is_dir():
+            raise grading.GraderError(f"{directory}: no such folder")
+    rows = reports.merge(args.dirs, args.out)
+    print(f"merged {len(rows)} results into {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "grade":
+            return run_grade(args)
+        if args.command == "check":
+            return run_check(args)
+        return run_merge(args)
+    except (grading.GraderError, RuntimeError) as error:
+        print(f"autograder: {error}", file=sys.stderr)
+        return CANNOT_RUN

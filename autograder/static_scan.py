@@ -1,0 +1,127 @@
+"""A static scan of the student's code for the forbidden kernels: a second signal, never a score.
+
+The dispatcher guard in ``course_checks.run_student`` decides the points: it sees what a
+graded call actually reached, by any route. This scan reads the source (``ast``) and
+reports names that suggest a forbidden route, e.g. ``F.conv_transpose1d`` used for a
+debugging cell, so that a TA sees them. A hit alone costs no point: a student may mention
+``interpolate`` in a comparison cell, or define their own function called ``interpolate``.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+#: Substrings of attribute or imported names, and why each is suspicious.
+SUSPICIOUS: dict[str, str] = {
+    "conv_transpose": "torch's transposed convolution",
+    "ConvTranspose": "torch's transposed convolution module",
+    "convolution_backward": "convolution backward",
+    "_convolution": "torch's generic convolution (can be transposed)",
+    "interpolate": "torch's interpolation",
+    "upsample": "torch's upsampling",
+    "Upsample": "torch's upsampling module",
+    "grid_sample": "grid sampling",
+    "affine_grid": "grid sampling",
+    "grid_sampler": "grid sampling",
+    "_python_dispatch": "torch's dispatcher internals (may switch the kernel guard off)",
+    "TorchDispatchMode": "torch's dispatcher internals (may switch the kernel guard off)",
+    "_DisableTorchDispatch": "torch's dispatcher internals (may switch the kernel guard off)",
+    "autograd.grad": "autograd (convolution backward used as a forward?)",
+    "torch.ops.aten": "a raw aten operator",
+    "course_checks": "the grader's checks module",
+    "__code__": "code-object patching",
+    "sys.modules": "module patching",
+}
+
+#: Names the student is asked to define: a function of that name is their own, not torch's.
+STUDENT_NAMES = {"interpolate", "conv_transpose1d", "conv_transpose2d", "ConvTranspose1d"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One suspicious name in the student's code."""
+
+    cell: str
+    line: int
+    name: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.cell}, line {self.line}: `{self.name}` ({self.why})"
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``torch.nn.functional.conv_transpose1d`` for an attribute chain, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _why(name: str) -> str | None:
+    for needle, why in SUSPICIOUS.items():
+        if needle in name:
+            return why
+    return None
+
+
+def scan_source(source: str, cell: str) -> list[Finding]:
+    """Findings in one cell's source (a cell that does not parse has none: it is reported
+    as an error elsewhere)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    findings: list[Finding] = []
+    seen: set[tuple[int, str]] = set()
+
+    def add(line: int, name: str) -> None:
+        why = _why(name)
+        if why and (line, name) not in seen:
+            seen.add((line, name))
+            findings.append(Finding(cell, line, name, why))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            dotted = _dotted(node)
+            if dotted is not None and not isinstance(getattr(node, "ctx", None), ast.Store):
+                add(node.lineno, dotted)
+            elif dotted is None:
+                add(node.lineno, node.attr)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            for alias in node.names:
+                add(node.lineno, f"{module}.{alias.name}" if module else alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                add(node.lineno, alias.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            # getattr(F, "conv_" + "transpose1d") escapes this; the dispatcher does not.
+            if _why(node.value) and len(node.value) < 80 and " " not in node.value:
+                add(node.lineno, node.value)
+        elif isinstance(node, ast.Name) and node.id not in STUDENT_NAMES:
+            if isinstance(node.ctx, ast.Load):
+                add(node.lineno, node.id)
+    # Attribute chains are walked link by link: keep the longest name on each line.
+    findings = [
+        f
+        for f in findings
+        if not any(
+            g is not f and g.line == f.line and g.name != f.name and f.name in g.name
+            for g in findings
+        )
+    ]
+    return sorted(findings, key=lambda f: (f.line, f.name))
+
+
+def scan_cells(cells) -> list[Finding]:
+    """Findings over the student's code cells (``notebook.CodeCell``s), in order."""
+    found: list[Finding] = []
+    for cell in cells:
+        found.extend(scan_source(cell.source, cell.label))
+    return found
