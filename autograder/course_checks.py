@@ -1041,7 +1041,8 @@ def _torch_error(case: Case, inputs: dict[str, torch.Tensor]) -> str | None:
         with _quiet():
             reference_outputs(case, inputs, _raise=True)
     except (RuntimeError, ValueError) as error:
-        return f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        return f"{type(error).__name__}: {first_line.split(', but got')[0]}"
     return None
 
 
@@ -1492,11 +1493,12 @@ def compare(
     if not expected:
         reason = _torch_error(case, inputs) or "an error"
         got = actual.get("output") if isinstance(actual, dict) else actual
-        got_text = (
-            f"a tensor of shape {tuple(got.shape)}"
-            if isinstance(got, torch.Tensor)
-            else type(got).__name__
-        )
+        if type(got) is torch.Tensor and got.dim() == 0:
+            got_text = repr(_TOLIST(got))
+        elif isinstance(got, torch.Tensor):
+            got_text = f"a tensor of shape {tuple(got.shape)}"
+        else:
+            got_text = f"a {type(got).__name__}"
         hint = _raise_hint(case)
         return Verdict(
             False,
@@ -1580,6 +1582,8 @@ def _check_tensor(key: str, expected: torch.Tensor, actual: torch.Tensor) -> str
             where = _unravel(i, tuple(actual.shape))
             return f"{key} contains {v} at {list(where)}"
     worst = _closeness(expected, actual)
+    if worst.bad and expected.dim() == 0:
+        return f"{key}: expected {_TOLIST(expected)!r}, got {_TOLIST(actual)!r}"
     if worst.bad:
         return (
             f"{key} values differ: largest absolute error {worst.error:.3g} at "

@@ -9,6 +9,7 @@ the diagnosis are ``course_checks``'s: one piece of code for one job.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from typing import Any
@@ -257,8 +258,13 @@ def _interpolate_case(grade_id: str, rng: random.Random) -> Case:
         as_tuple = n == 2 and rng.random() < 0.5
         if not as_tuple:
             factor = [factor[0]] * n
-        for axis in range(n):  # at least one output pixel
-            while in_size[axis] * factor[axis] < 1:
+        for axis in range(n):
+            # At least one output pixel, and never the input's own size: there torch copies
+            # the input instead of applying the coordinate map (a corner no lecture explains).
+            while (
+                in_size[axis] * factor[axis] < 1
+                or math.floor(in_size[axis] * factor[axis]) == in_size[axis]
+            ):
                 in_size[axis] += 1
         kwargs["scale_factor"] = tuple(factor) if as_tuple else factor[0]
         if feature == "recompute_scale_factor":

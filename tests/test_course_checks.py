@@ -1,0 +1,873 @@
+"""The shared checks, validated against torch and against answers derived independently.
+
+The naive answers below are written from the lecture's formulas, index by index, and share
+nothing with ``course_checks``: a transposed convolution adds x[i]·w[k] at output
+i·s + k·d − p; interpolation maps output pixel j to an input coordinate and mixes the
+neighbours. If the harness and these derivations agree on every case, the harness is fair.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autograder import course_checks as cc
+from autograder import hidden_cases as hc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# --------------------------------------------------------------------------------------
+# Independent answers, from the lecture's formulas
+# --------------------------------------------------------------------------------------
+
+
+def _as_tuple(value, n):
+    return tuple(value) if isinstance(value, list | tuple) else (value,) * n
+
+
+def naive_conv_transpose(
+    n,
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups=1,
+    dilation=1,
+    *,
+    flip=False,
+    swap_channels=False,
+    padding_mode="crop",
+    output_padding_mode="end",
+    stride_mode="spread",
+    use_dilation=True,
+    bias_times=1,
+):
+    """out[..., i·s + k·d − p] += x[..., i] · w[..., k], with groups and output_padding.
+
+    The keyword-only flags make the typical student mistakes, for the diagnosis tests.
+    """
+    s, p, op, d = (_as_tuple(v, n) for v in (stride, padding, output_padding, dilation))
+    if not use_dilation:
+        d = (1,) * n
+    unbatched = input.dim() == n + 1
+    x = input[None] if unbatched else input
+    w = weight.flip(list(range(-n, 0))) if flip else weight
+    batch, c_in = x.shape[:2]
+    c_out_g = w.shape[1]
+    c_in_g = c_in // groups
+    if swap_channels:  # read the weight as (C_out, C_in // groups, k), as conv does
+        w = w.reshape(groups, c_in_g, c_out_g, *w.shape[2:]).transpose(1, 2).reshape(w.shape)
+    sizes, kernel = x.shape[2:], w.shape[2:]
+    lengths = []
+    for a in range(n):
+        if op[a] >= max(s[a], d[a]):
+            raise ValueError("output_padding must be smaller than max(stride, dilation)")
+        lengths.append((sizes[a] - 1) * s[a] + d[a] * (kernel[a] - 1) + 1)
+    spread = s if stride_mode == "spread" else (1,) * n
+    full_lengths = [(sizes[a] - 1) * spread[a] + d[a] * (kernel[a] - 1) + 1 for a in range(n)]
+    full = torch.zeros(batch, c_out_g * groups, *full_lengths, dtype=x.dtype)
+    for b, ci, co in itertools.product(range(batch), range(c_in), range(c_out_g)):
+        group = ci // c_in_g
+        for i in itertools.product(*[range(v) for v in sizes]):
+            for k in itertools.product(*[range(v) for v in kernel]):
+                at = tuple(i[a] * spread[a] + k[a] * d[a] for a in range(n))
+                full[(b, group * c_out_g + co) + at] += x[(b, ci) + i] * w[(ci, co) + k]
+    bias_view = bias.reshape(-1, *[1] * n) if bias is not None else 0
+
+    def pad(t, before, after):
+        widths = []
+        for a in reversed(range(n)):
+            widths += [before[a], after[a]]
+        return F.pad(t, widths)
+
+    def crop(t, starts, counts):
+        index = [slice(None), slice(None)] + [
+            slice(starts[a], starts[a] + counts[a]) for a in range(n)
+        ]
+        return t[tuple(index)]
+
+    zeros = (0,) * n
+    if stride_mode == "conv":  # crop, then keep every s-th output (conv1d with stride s)
+        out = crop(full, p, [full_lengths[a] - 2 * p[a] for a in range(n)])
+        out = out[(slice(None), slice(None)) + tuple(slice(None, None, v) for v in s)]
+    elif padding_mode == "add":
+        out = pad(pad(full, p, p), zeros, op)
+    else:
+        core = [lengths[a] - 2 * p[a] for a in range(n)]
+        if any(v <= 0 for v in core):
+            raise ValueError("the output would be empty")
+        if output_padding_mode == "end":
+            out = crop(pad(full, zeros, op), p, [core[a] + op[a] for a in range(n)])
+        elif output_padding_mode == "start":
+            out = pad(crop(full, p, core), op, zeros)
+        elif output_padding_mode == "both":
+            out = pad(crop(full, p, core), op, op)
+        elif output_padding_mode == "zeros":
+            out = pad(crop(full, p, core) + bias_view * bias_times, zeros, op)
+            return out[0] if unbatched else out
+        else:
+            raise AssertionError(output_padding_mode)
+    out = out + bias_view * bias_times
+    return out[0] if unbatched else out
+
+
+def naive_conv_transpose1d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
+    return naive_conv_transpose(
+        1, input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+
+
+def naive_conv_transpose2d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
+    return naive_conv_transpose(
+        2, input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+
+
+def naive_output_length(L, kernel_size, stride=1, padding=0, output_padding=0, dilation=1):
+    """The lecture's s(W − 1) + w, with dilation, the crop by padding and output_padding."""
+    if output_padding >= max(stride, dilation):
+        raise ValueError("output_padding must be smaller than max(stride, dilation)")
+    length = (L - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
+    if length <= 0:
+        raise ValueError("the output would be empty")
+    return length
+
+
+def naive_conv1d_matrix(kernel, input_length):
+    """Row i holds the kernel at columns i .. i + w − 1 (the lecture's banded matrix)."""
+    w = kernel.shape[0]
+    matrix = torch.zeros(input_length - w + 1, input_length, dtype=kernel.dtype)
+    for i in range(input_length - w + 1):
+        for k in range(w):
+            matrix[i, i + k] = kernel[k]
+    return matrix
+
+
+def naive_coverage_map(kernel_size, stride, input_size):
+    """Each input pixel stamps a kernel-sized block of ones at (i·s_h, j·s_w)."""
+    (kh, kw), (sh, sw), (h, w) = (_as_tuple(v, 2) for v in (kernel_size, stride, input_size))
+    counts = torch.zeros((h - 1) * sh + kh, (w - 1) * sw + kw, dtype=torch.int64)
+    for i, j in itertools.product(range(h), range(w)):
+        counts[i * sh : i * sh + kh, j * sw : j * sw + kw] += 1
+    return counts
+
+
+class NaiveConvTranspose1d(nn.Module):
+    """Parameters shaped and initialised as torch documents for ConvTranspose1d."""
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups=1,
+        bias=True,
+        dilation=1,
+    ):
+        super().__init__()
+        self.options = (stride, padding, output_padding, groups, dilation)
+        bound = 1 / math.sqrt(out_channels // groups * kernel_size)
+        shape = (in_channels, out_channels // groups, kernel_size)
+        self.weight = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+        self.bias = (
+            nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
+        )
+
+    def forward(self, x):
+        return naive_conv_transpose1d(x, self.weight, self.bias, *self.options)
+
+
+def _cubic_weight(t, a=-0.75):
+    t = abs(t)
+    if t <= 1:
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+    if t < 2:
+        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return 0.0
+
+
+def naive_interpolate(
+    input,
+    size=None,
+    scale_factor=None,
+    mode="nearest",
+    align_corners=None,
+    recompute_scale_factor=None,
+    antialias=False,
+):
+    """Output pixel j reads input coordinate (j + ½)·W_in/W_out − ½ (or j·(W_in−1)/(W_out−1)
+    with align_corners), computed in float64, one output pixel at a time."""
+    n = input.dim() - 2
+    in_sizes = input.shape[2:]
+    if size is not None:
+        out_sizes, scales = list(_as_tuple(size, n)), [None] * n
+    else:
+        factors = list(_as_tuple(scale_factor, n))
+        out_sizes = [math.floor(i * f) for i, f in zip(in_sizes, factors, strict=True)]
+        scales = [None] * n if recompute_scale_factor else factors
+
+    def taps(j, n_in, n_out, scale):
+        if mode in ("linear", "bilinear", "bicubic") and align_corners:
+            src = j * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+        else:
+            ratio = 1 / scale if scale is not None else n_in / n_out
+            if mode == "nearest":
+                return [(min(math.floor(j * ratio), n_in - 1), 1.0)]
+            if mode == "nearest-exact":
+                return [(min(math.floor((j + 0.5) * ratio), n_in - 1), 1.0)]
+            src = (j + 0.5) * ratio - 0.5
+            if mode != "bicubic":
+                src = max(src, 0.0)
+        low = math.floor(src)
+        if mode == "bicubic":
+            return [
+                (min(max(low + k, 0), n_in - 1), _cubic_weight(src - low - k))
+                for k in (-1, 0, 1, 2)
+            ]
+        low = min(low, n_in - 1)
+        return [(low, 1 - (src - low)), (min(low + 1, n_in - 1), src - low)]
+
+    out = torch.zeros(*input.shape[:2], *out_sizes, dtype=input.dtype)
+    for j in itertools.product(*[range(v) for v in out_sizes]):
+        per_axis = [taps(j[a], in_sizes[a], out_sizes[a], scales[a]) for a in range(n)]
+        value = 0
+        for combo in itertools.product(*per_axis):
+            weight = math.prod(t[1] for t in combo)
+            value = value + input[(slice(None), slice(None)) + tuple(t[0] for t in combo)] * weight
+        out[(slice(None), slice(None)) + j] = value
+    return out
+
+
+class NaiveResizeConv2d(nn.Module):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(naive_interpolate(x, scale_factor=2, mode="bilinear"))
+
+
+NAIVE = {
+    "conv_transpose1d": naive_conv_transpose1d,
+    "conv_transpose2d": naive_conv_transpose2d,
+    "output_length": naive_output_length,
+    "conv1d_matrix": naive_conv1d_matrix,
+    "coverage_map": naive_coverage_map,
+    "ConvTranspose1d": NaiveConvTranspose1d,
+    "interpolate": naive_interpolate,
+    "ResizeConv2d": NaiveResizeConv2d,
+}
+
+CONV_IDS = [g for g, info in cc.GRADE_IDS.items() if g.startswith(("ct1d_", "ct2d_"))]
+INTERP_IDS = [g for g, info in cc.GRADE_IDS.items() if g.startswith("interp_")]
+
+
+# --------------------------------------------------------------------------------------
+# Cases and references
+# --------------------------------------------------------------------------------------
+
+
+def test_grade_ids_match_the_plan():
+    points = {}
+    for info in cc.GRADE_IDS.values():
+        points[info.assignment] = points.get(info.assignment, 0) + info.points
+    assert points == {"01_conv_transpose1d": 100, "02_conv_transpose2d": 100, "03_interpolate": 100}
+    assert set(cc.PUBLIC_CASES) == set(cc.GRADE_IDS)
+    assert all(cc.PUBLIC_CASES[g] for g in cc.GRADE_IDS)
+    assert all(c.target == cc.GRADE_IDS[g].target for g, cs in cc.PUBLIC_CASES.items() for c in cs)
+
+
+def _torch_should_raise(case: cc.Case) -> bool:
+    """Independently of torch: an invalid output_padding or an empty output."""
+    if case.target == "output_length":
+        try:
+            naive_output_length(**case.params["args"])
+        except ValueError:
+            return True
+        return False
+    if case.target in ("conv_transpose1d", "conv_transpose2d"):
+        n = 1 if case.target.endswith("1d") else 2
+        kw = case.params["kwargs"]
+        s, p, op, d = (
+            _as_tuple(kw.get(k, v), n)
+            for k, v in (("stride", 1), ("padding", 0), ("output_padding", 0), ("dilation", 1))
+        )
+        sizes, kernel = case.params["input"][-n:], case.params["weight"][-n:]
+        return any(
+            op[a] >= max(s[a], d[a])
+            or (sizes[a] - 1) * s[a] - 2 * p[a] + d[a] * (kernel[a] - 1) + op[a] + 1 <= 0
+            for a in range(n)
+        )
+    return False
+
+
+def _all_cases(seeds=range(3)):
+    for grade_id in cc.GRADE_IDS:
+        yield from cc.PUBLIC_CASES[grade_id]
+        for seed in seeds:
+            yield from hc.hidden_cases(grade_id, seed)
+
+
+def test_every_reference_runs_or_raises_where_expected():
+    raising = 0
+    for case in _all_cases():
+        inputs = cc.make_inputs(case)
+        expected = cc.reference_outputs(case, inputs)
+        assert (expected == {}) == _torch_should_raise(case), case.describe()
+        raising += expected == {}
+        for value in expected.values():
+            assert type(value) is torch.Tensor
+        if case.params.get("grad") and expected:
+            assert {"grad_input", "output"} <= set(expected), case.describe()
+    assert raising >= 6  # the public error cases at least
+
+
+def test_the_lectures_numbers():
+    def output_of(grade_id, index):
+        case = cc.PUBLIC_CASES[grade_id][index]
+        return cc.reference_outputs(case, cc.make_inputs(case))["output"].flatten().tolist()
+
+    assert output_of("ct1d_basic", 0) == [2, 7, 4, -4, -2, 1]
+    assert output_of("ct1d_basic", 1) == [0, 0, 1, 2, 3, 0, 0, 0, 0]
+    assert output_of("ct1d_stride", 0) == [2, 4, 1, 6, -3, 0, -1, -2, 1]
+    assert output_of("ct1d_module", 0) == [1, 2, 1, 0, -1, -2, -1]
+    assert output_of("interp_nearest_scale", 0)[:6] == [1, 1, 1, 2, 2, 2]
+    bilinear = output_of("interp_bilinear_scale", 0)
+    assert bilinear[12:18] == pytest.approx([5 / 3, 5 / 3, 2, 7 / 3, 8 / 3, 8 / 3], abs=1e-6)
+    case = next(c for c in cc.PUBLIC_CASES["ct2d_coverage_map"] if c.params["kernel_size"] == 4)
+    counts = cc.reference_outputs(case, {})["output"]
+    # 4x4 kernel, stride 3: overlaps of one pixel every 3, so counts 1, 2 (edges) and 4 (corners)
+    assert counts.shape == (13, 13) and sorted(set(counts.flatten().tolist())) == [1, 2, 4]
+    assert counts[3, 3] == 4 and counts[3, 1] == 2 and counts[1, 1] == 1
+
+
+def test_hidden_cases_are_seeded_and_small():
+    for grade_id in cc.GRADE_IDS:
+        first = [c.describe() for c in hc.hidden_cases(grade_id, 7)]
+        assert first == [c.describe() for c in hc.hidden_cases(grade_id, 7)]
+        assert first != [c.describe() for c in hc.hidden_cases(grade_id, 8)] or grade_id in (
+            "ct1d_output_length",
+        )
+    for case in _all_cases():
+        for tensor in cc.make_inputs(case).values():
+            assert tensor.numel() <= 600, case.describe()
+
+
+def test_cases_survive_json():
+    for case in _all_cases(seeds=[0]):
+        back = cc.Case.from_json(json.loads(json.dumps(case.to_json())))
+        inputs = cc.make_inputs(back)
+        assert all(torch.equal(inputs[k], v) for k, v in cc.make_inputs(case).items())
+        assert back.describe() == case.describe()
+
+
+# --------------------------------------------------------------------------------------
+# The independent answers pass every case
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grade_id", CONV_IDS)
+def test_naive_conv_answers_pass_the_public_checks(grade_id, capsys):
+    cc.check(grade_id, NAIVE[cc.GRADE_IDS[grade_id].target])
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    assert printed.out.count("\nok   ") + printed.out.startswith("ok   ") == len(
+        cc.PUBLIC_CASES[grade_id]
+    )
+
+
+@pytest.mark.parametrize("grade_id", INTERP_IDS)
+def test_naive_interpolation_passes_the_public_checks(grade_id, capsys):
+    cc.check(grade_id, NAIVE[cc.GRADE_IDS[grade_id].target])
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("grade_id", list(cc.GRADE_IDS))
+def test_naive_answers_pass_the_hidden_checks(grade_id, capsys):
+    hc.check_hidden(grade_id, NAIVE[cc.GRADE_IDS[grade_id].target], seed=11)
+    hc.check_hidden(grade_id, NAIVE[cc.GRADE_IDS[grade_id].target], seed=12)
+    assert capsys.readouterr().err == ""
+
+
+def test_check_hidden_reads_the_seed_from_the_environment(monkeypatch, capsys):
+    monkeypatch.setenv(hc.SEED_VARIABLE, "1234")
+    hc.check_hidden("ct1d_stride", naive_conv_transpose1d)
+    assert "seed 1234" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------
+# The kernel guard
+# --------------------------------------------------------------------------------------
+
+_X1 = torch.randn(1, 2, 5)
+_W1 = torch.randn(2, 3, 3)
+_X2 = torch.randn(1, 1, 3, 3)
+conv_transpose_alias = F.conv_transpose1d
+
+
+def _autograd_of_conv1d():
+    grown = torch.zeros(1, 3, 7, requires_grad=True)
+    y = F.conv1d(grown, _W1)
+    return torch.autograd.grad(y, grown, _X1)[0]
+
+
+def _autograd_of_conv2d():
+    grown = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    y = F.conv2d(grown, torch.ones(1, 1, 2, 2))
+    return torch.autograd.grad(y, grown, _X2)[0]
+
+
+FORBIDDEN_ROUTES = {
+    "F.conv_transpose1d": lambda: F.conv_transpose1d(_X1, _W1),
+    "torch.conv_transpose1d": lambda: torch.conv_transpose1d(_X1, _W1),
+    "an alias": lambda: conv_transpose_alias(_X1, _W1),
+    "torch.ops.aten.conv_transpose1d": lambda: torch.ops.aten.conv_transpose1d(_X1, _W1),
+    "torch.convolution(transposed=True)": lambda: torch.convolution(
+        _X1, _W1, None, [1], [0], [1], True, [0], 1
+    ),
+    "torch.ops.aten._convolution": lambda: torch.ops.aten._convolution(
+        _X1, _W1, None, [1], [0], [1], True, [0], 1, False, False, False, False
+    ),
+    "F.conv_transpose2d": lambda: F.conv_transpose2d(_X2, torch.ones(1, 1, 2, 2)),
+    "nn.ConvTranspose1d": lambda: nn.ConvTranspose1d(2, 3, 3)(_X1),
+    "nn.ConvTranspose2d": lambda: nn.ConvTranspose2d(1, 1, 2)(_X2),
+    "autograd of conv1d": _autograd_of_conv1d,
+    "autograd of conv2d": _autograd_of_conv2d,
+    "torch.nn.grad.conv1d_input": lambda: torch.nn.grad.conv1d_input((1, 3, 7), _W1, _X1),
+    "F.interpolate": lambda: F.interpolate(_X2, scale_factor=2, mode="bilinear"),
+    "F.interpolate nearest-exact": lambda: F.interpolate(_X1, size=9, mode="nearest-exact"),
+    "F.upsample": lambda: F.upsample(_X2, scale_factor=2),
+    "nn.Upsample": lambda: nn.Upsample(scale_factor=2, mode="bilinear")(_X2),
+    "torch._C._nn.upsample_nearest1d": lambda: torch._C._nn.upsample_nearest1d(_X1, [10]),
+    "F.grid_sample": lambda: F.grid_sample(_X2, torch.zeros(1, 2, 2, 2), align_corners=False),
+    "F.affine_grid + grid_sample": lambda: F.grid_sample(
+        _X2,
+        F.affine_grid(torch.eye(2, 3)[None], [1, 1, 6, 6], align_corners=False),
+        align_corners=False,
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore:`nn.functional.upsample` is deprecated")
+@pytest.mark.parametrize("route", list(FORBIDDEN_ROUTES))
+def test_the_guard_catches_every_route(route):
+    guard = cc.ForbiddenKernelGuard()
+    with pytest.raises(cc.ForbiddenKernelError) as raised:
+        with guard.watching():
+            FORBIDDEN_ROUTES[route]()
+    assert (
+        "conv" in raised.value.kernel
+        or "sampl" in raised.value.kernel
+        or "grid" in (raised.value.kernel)
+    )
+
+
+def test_a_forbidden_route_fails_the_case_even_when_the_error_is_caught():
+    def sneaky(input, weight, bias=None, **kwargs):
+        try:
+            return F.conv_transpose1d(input, weight, bias, **kwargs)
+        except Exception:
+            return naive_conv_transpose1d(input, weight, bias, **kwargs)
+
+    case = cc.PUBLIC_CASES["ct1d_stride"][0]
+    verdict = cc.grade_case(case, sneaky)
+    assert not verdict.passed and "aten::convolution(transposed=True)" in verdict.message
+    with pytest.raises(AssertionError, match="torch's own kernel"):
+        cc.check("ct1d_basic", F.conv_transpose1d)
+    with pytest.raises(AssertionError, match="upsample_bilinear2d"):
+        cc.check("interp_bilinear_size", F.interpolate)
+
+
+def test_the_guard_lets_the_allowed_operations_through():
+    guard = cc.ForbiddenKernelGuard()
+    with guard.watching():
+        F.conv1d(torch.randn(1, 3, 7), _W1)
+        F.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3), padding=1, stride=2)
+        F.pad(_X1, (2, 2))
+        F.fold(F.unfold(torch.randn(1, 2, 4, 4), 2), (4, 4), 2)
+        torch.einsum("bci,cok->boik", _X1, _W1)
+        _X1[0].T @ torch.randn(2, 3)
+        torch.zeros(5).index_add_(0, torch.tensor([0, 2, 2]), torch.ones(3))
+        torch.zeros(5).scatter_add_(0, torch.tensor([1, 1, 4]), torch.ones(3))
+        # conv1d's own gradient is only forbidden inside the forward call; here it is the
+        # building block, and its forward pass is a plain convolution
+        weight = torch.randn(2, 2, 3, requires_grad=True)
+        F.conv1d(torch.randn(1, 2, 5), weight).sum()
+    assert guard.reached == []
+
+
+def test_gradients_are_taken_outside_the_guard():
+    """A forward built from conv1d is legal; autograd then runs conv1d's backward outside."""
+
+    def via_conv1d(
+        input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+    ):
+        """Stride 1, no padding, one group: the lecture's full convolution, kernel flipped."""
+        reach = dilation * (weight.shape[-1] - 1)
+        spread = F.pad(input, (reach, reach))
+        return F.conv1d(spread, weight.flip(-1).transpose(0, 1), bias, dilation=dilation)
+
+    cc.check("ct1d_basic", via_conv1d)
+    gradient_case = cc.PUBLIC_CASES["ct1d_gradients"][1]
+    assert gradient_case.params["kwargs"] == {"dilation": 2}
+    verdict = cc.grade_case(gradient_case, via_conv1d)
+    assert verdict.passed, verdict.message
+
+
+# --------------------------------------------------------------------------------------
+# compare
+# --------------------------------------------------------------------------------------
+
+
+class _AlwaysEqual:
+    shape = (1, 1, 6)
+    dtype = torch.float32
+
+    def __eq__(self, other):
+        return True
+
+    def __getattr__(self, name):
+        return lambda *a, **k: self
+
+
+class _TensorSubclass(torch.Tensor):
+    pass
+
+
+def _lecture_case():
+    case = cc.PUBLIC_CASES["ct1d_basic"][0]
+    inputs = cc.make_inputs(case)
+    return case, inputs, cc.reference_outputs(case, inputs)
+
+
+def test_compare_accepts_the_right_answer_only():
+    case, inputs, expected = _lecture_case()
+    right = torch.tensor([[[2.0, 7.0, 4.0, -4.0, -2.0, 1.0]]])
+    assert cc.compare(case, inputs, expected, {"output": right}).passed
+    rejected = {
+        "subclass": right.as_subclass(_TensorSubclass),
+        "parameter": nn.Parameter(right.clone()),
+        "float64": right.double(),
+        "shape": right[..., :5],
+        "unsqueezed": right[None],
+        "NaN": right.clone().index_fill_(-1, torch.tensor([3]), float("nan")),
+        "inf": right.clone().index_fill_(-1, torch.tensor([0]), float("inf")),
+        "always equal": _AlwaysEqual(),
+        "list": right.tolist(),
+        "off by 1e-3": right + 1e-3,
+        "not a tensor after the sandbox": cc.NotATensor("builtins.list"),
+    }
+    for name, value in rejected.items():
+        verdict = cc.compare(case, inputs, expected, {"output": value})
+        assert not verdict.passed, name
+        assert case.describe() in verdict.message
+    assert cc.compare(case, inputs, expected, {"output": right + 1e-6}).passed
+
+
+def test_compare_messages_name_shape_and_largest_error():
+    case, inputs, expected = _lecture_case()
+    wrong = torch.tensor([[[2.0, 7.0, 4.0, -4.0, -2.5, 1.0]]])
+    message = cc.compare(case, inputs, expected, {"output": wrong}).message
+    assert "largest absolute error 0.5 at [0, 0, 4]" in message
+    message = cc.compare(case, inputs, expected, {"output": wrong[..., :5]}).message
+    assert "expected (1, 1, 6), got (1, 1, 5)" in message
+
+
+def test_compare_of_raising_cases():
+    case = next(
+        c
+        for c in cc.PUBLIC_CASES["ct1d_output_padding"]
+        if "output_padding" in c.params["kwargs"]
+        and c.params["kwargs"]["output_padding"] == 2
+        and c.params["kwargs"].get("stride") == 2
+    )
+    inputs = cc.make_inputs(case)
+    assert cc.reference_outputs(case, inputs) == {}
+    assert cc.compare(case, inputs, {}, ValueError("too large")).passed
+    assert not cc.compare(case, inputs, {}, cc.ForbiddenKernelError("aten::x")).passed
+    verdict = cc.compare(case, inputs, {}, {"output": torch.zeros(1, 1, 11)})
+    assert not verdict.passed and "torch raises" in verdict.message
+    case, inputs, expected = _lecture_case()
+    assert not cc.compare(case, inputs, expected, RuntimeError("boom")).passed
+
+
+def test_export_and_import_keep_the_type_verdict():
+    case, inputs, expected = _lecture_case()
+    outputs = {
+        "output": torch.tensor([[[2.0, 7.0, 4.0, -4.0, -2.0, 1.0]]]).as_subclass(_TensorSubclass)
+    }
+    tensors, others = cc.export_outputs(outputs)
+    assert tensors == {} and "TensorSubclass" in others["output"]
+    assert not cc.compare(case, inputs, expected, cc.import_outputs(tensors, others)).passed
+
+
+# --------------------------------------------------------------------------------------
+# The diagnosis
+# --------------------------------------------------------------------------------------
+
+
+def _case1d(input, weight, bias=False, seed=5, **kwargs):
+    return cc.Case(
+        "test",
+        "conv_transpose1d",
+        {
+            "input": list(input),
+            "weight": list(weight),
+            "bias": bias,
+            "kwargs": kwargs,
+            "dtype": "float64",
+        },
+        seed,
+    )
+
+
+def _case2d(input, weight, bias=False, seed=5, **kwargs):
+    return cc.Case(
+        "test",
+        "conv_transpose2d",
+        {
+            "input": list(input),
+            "weight": list(weight),
+            "bias": bias,
+            "kwargs": kwargs,
+            "dtype": "float64",
+        },
+        seed,
+    )
+
+
+CONV_MISTAKES = [
+    # (case, the mutant's flags, words the diagnosis must contain)
+    (_case1d((2, 2, 4), (2, 3, 3), stride=2), {"flip": True}, "kernel is flipped"),
+    (_case2d((1, 2, 3, 3), (2, 1, 2, 3), stride=2), {"flip": True}, "kernel is flipped"),
+    (_case1d((2, 3, 4), (3, 3, 2), padding=1), {"swap_channels": True}, "swapped"),
+    (_case1d((1, 2, 4), (2, 2, 3), stride=2, padding=1), {"padding_mode": "add"}, "padding added"),
+    (
+        _case1d((1, 2, 4), (2, 2, 3), stride=2, padding=1, output_padding=1),
+        {"output_padding_mode": "start"},
+        "output_padding added at the start",
+    ),
+    (
+        _case1d((1, 1, 4), (1, 1, 3), stride=3, padding=1, output_padding=2),
+        {"output_padding_mode": "both"},
+        "both sides",
+    ),
+    (
+        _case2d((1, 1, 3, 3), (1, 1, 3, 3), True, stride=2, padding=1, output_padding=1),
+        {"output_padding_mode": "zeros"},
+        "filled with zeros",
+    ),
+    (_case1d((1, 2, 4), (2, 2, 3), stride=3), {"stride_mode": "conv"}, "spreads the INPUT"),
+    (
+        _case1d((1, 2, 4), (2, 2, 3), stride=2, dilation=2),
+        {"use_dilation": False},
+        "dilation ignored",
+    ),
+    (_case1d((2, 2, 4), (2, 3, 3), True), {"bias_times": 0}, "bias missing"),
+    (_case2d((1, 2, 3, 3), (2, 2, 2, 2), True, stride=2), {"bias_times": 2}, "bias added twice"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(CONV_MISTAKES)))
+def test_each_conv_mistake_is_named(index):
+    case, flags, words = CONV_MISTAKES[index]
+    n = 1 if case.target.endswith("1d") else 2
+    inputs = cc.make_inputs(case)
+    expected = cc.reference_outputs(case, inputs)
+    args = (inputs["input"], inputs["weight"], inputs.get("bias"))
+    kwargs = case.params["kwargs"]
+    mistaken = naive_conv_transpose(n, *args, **kwargs, **flags)
+    verdict = cc.compare(case, inputs, expected, {"output": mistaken})
+    assert not verdict.passed
+    assert verdict.diagnosis and words in verdict.diagnosis, verdict.message
+    right = naive_conv_transpose(n, *args, **kwargs)
+    verdict = cc.compare(case, inputs, expected, {"output": right})
+    assert verdict.passed and verdict.diagnosis is None
+
+
+def test_shape_only_diagnosis_of_an_off_by_one():
+    case = _case1d((1, 1, 4), (1, 1, 3), stride=2)
+    inputs = cc.make_inputs(case)
+    expected = cc.reference_outputs(case, inputs)
+    longer = F.pad(expected["output"], (0, 1)) + 1  # values that explain nothing
+    verdict = cc.compare(case, inputs, expected, {"output": longer})
+    assert "1 longer than torch's" in verdict.diagnosis
+
+
+def test_the_module_weight_layout_is_named():
+    class ConvLayout(NaiveConvTranspose1d):
+        def __init__(self, in_channels, out_channels, kernel_size, **kwargs):
+            super().__init__(in_channels, out_channels, kernel_size, **kwargs)
+            bound = 1 / math.sqrt(in_channels * kernel_size)
+            self.weight = nn.Parameter(
+                torch.empty(out_channels, in_channels, kernel_size).uniform_(-bound, bound)
+            )
+
+    verdict = cc.grade_case(cc.PUBLIC_CASES["ct1d_module"][1], ConvLayout)
+    assert not verdict.passed and "like nn.Conv1d's" in verdict.diagnosis
+
+
+def _interp_case(shape, dtype="float64", seed=3, **kwargs):
+    return cc.Case(
+        "test", "interpolate", {"input": list(shape), "kwargs": kwargs, "dtype": dtype}, seed
+    )
+
+
+def _naive_with_coordinates(source_of):
+    """A 1-d linear interpolation reading input coordinate ``source_of(j, n_in, n_out)``."""
+
+    def interpolate(x, size):
+        n_in = x.shape[-1]
+        out = torch.zeros(*x.shape[:-1], size, dtype=x.dtype)
+        for j in range(size):
+            src = min(max(source_of(j, n_in, size), 0.0), n_in - 1)
+            low = min(math.floor(src), n_in - 1)
+            high = min(low + 1, n_in - 1)
+            out[..., j] = x[..., low] * (1 - (src - low)) + x[..., high] * (src - low)
+        return out
+
+    return interpolate
+
+
+INTERP_MISTAKES = [
+    (
+        _interp_case((1, 2, 5), size=9, mode="linear", align_corners=True),
+        lambda x: naive_interpolate(x, size=9, mode="linear", align_corners=False),
+        "align_corners inverted",
+    ),
+    (
+        _interp_case((1, 1, 3, 4), scale_factor=2, mode="bilinear"),
+        lambda x: naive_interpolate(x, scale_factor=2, mode="bilinear", align_corners=True),
+        "align_corners inverted",
+    ),
+    (
+        _interp_case((1, 2, 4), size=7, mode="linear"),
+        lambda x: _naive_with_coordinates(lambda j, i, o: (j + 0.5) * o / i - 0.5)(x, 7),
+        "wrong way round",
+    ),
+    (
+        _interp_case((1, 2, 4), size=7, mode="linear"),
+        lambda x: _naive_with_coordinates(lambda j, i, o: j * i / o)(x, 7),
+        "half-pixel offset",
+    ),
+    (
+        _interp_case((1, 1, 3, 4), size=(5, 7)),
+        lambda x: naive_interpolate(x, size=(5, 7), mode="nearest-exact"),
+        "nearest-exact",
+    ),
+    (
+        _interp_case((1, 1, 3, 3), scale_factor=1.7, mode="bilinear", recompute_scale_factor=True),
+        lambda x: naive_interpolate(x, scale_factor=1.7, mode="bilinear"),
+        "recompute_scale_factor",
+    ),
+    (
+        _interp_case((1, 1, 3, 4), size=(5, 7), mode="bilinear"),
+        lambda x: naive_interpolate(x, size=(7, 5), mode="bilinear"),
+        "wrong order",
+    ),
+]
+
+
+@pytest.mark.parametrize("index", range(len(INTERP_MISTAKES)))
+def test_each_interpolation_mistake_is_named(index):
+    case, mistaken_of, words = INTERP_MISTAKES[index]
+    inputs = cc.make_inputs(case)
+    expected = cc.reference_outputs(case, inputs)
+    verdict = cc.compare(case, inputs, expected, {"output": mistaken_of(inputs["input"])})
+    assert not verdict.passed
+    assert verdict.diagnosis and words in verdict.diagnosis, verdict.message
+    right = naive_interpolate(inputs["input"], **cc._call_kwargs(case))
+    verdict = cc.compare(case, inputs, expected, {"output": right})
+    assert verdict.passed and verdict.diagnosis is None
+
+
+# --------------------------------------------------------------------------------------
+# Quiet, and the notebook self-check
+# --------------------------------------------------------------------------------------
+
+
+def test_check_never_writes_to_stderr():
+    def noisy(input, weight, bias=None, **kwargs):
+        import warnings
+
+        warnings.warn("a harmless warning", UserWarning, stacklevel=1)
+        print("debug", file=sys.stderr)
+        return naive_conv_transpose1d(input, weight, bias, **kwargs)
+
+    err, out = io.StringIO(), io.StringIO()
+    with redirect_stderr(err), redirect_stdout(out):
+        cc.check("ct1d_basic", noisy)
+        with pytest.raises(AssertionError):
+            cc.check("ct1d_stride", lambda *a, **k: noisy(*a, **{**k, "stride": 1}))
+    assert err.getvalue() == ""
+    assert "ok   conv_transpose1d(input (1, 1, 4), weight (1, 1, 3))" in out.getvalue()
+
+
+def _notebook(cells):
+    def cell(source, grade_id=None):
+        metadata = {}
+        if grade_id:
+            metadata["nbgrader"] = {
+                "grade": True,
+                "solution": False,
+                "grade_id": grade_id,
+                "points": 5,
+                "locked": True,
+            }
+        return {
+            "cell_type": "code",
+            "metadata": metadata,
+            "source": source,
+            "outputs": [],
+            "execution_count": None,
+        }
+
+    return {"cells": [cell(*c) for c in cells], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_the_command_line_self_check(tmp_path):
+    answer = Path(__file__).read_text(encoding="utf-8")
+    start = answer.index("def _as_tuple(")
+    end = answer.index("def naive_output_length(")
+    code = "import itertools, torch\nimport torch.nn.functional as F\n" + answer[start:end]
+    code += "\nconv_transpose1d = naive_conv_transpose1d\n%matplotlib inline\n"
+    passing = "from course_checks import check\ncheck('ct1d_stride', conv_transpose1d)\n"
+    failing = "from course_checks import check\ncheck('ct1d_basic', lambda i, w, *a, **k: i)\n"
+    path = tmp_path / "nb.ipynb"
+    script = REPO_ROOT / "autograder" / "course_checks.py"
+    for cells, status in (
+        ([(code,), (passing, "ct1d_stride")], 0),
+        ([(code,), (passing, "ct1d_stride"), (failing, "ct1d_basic")], 1),
+    ):
+        path.write_text(json.dumps(_notebook(cells)), encoding="utf-8")
+        result = subprocess.run(
+            [sys.executable, str(script), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+        assert result.returncode == status, result.stdout + result.stderr
+        assert "PASS  ct1d_stride" in result.stdout
+        if status:
+            assert "FAIL  ct1d_basic" in result.stdout and "shape" in result.stdout
