@@ -64,7 +64,10 @@ def discover(paths: Iterable[str | Path]) -> list[Submission]:
     for raw in paths:
         root = Path(raw)
         if root.is_file():
-            candidates = [(root, Path(root.name))]
+            # A notebook named on the command line keeps its relative path (a shell glob
+            # such as submitted/*/01_x/nb.ipynb must not collide); an absolute one, its name.
+            plain = not root.is_absolute() and ".." not in root.parts
+            candidates = [(root, root if plain else Path(root.name))]
         elif root.is_dir():
             candidates = [
                 (path, path.relative_to(root))
