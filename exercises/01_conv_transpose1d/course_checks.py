@@ -1,0 +1,2462 @@
+"""The course's checks: the graded cases, how an answer is run, and how it is compared with torch.
+
+One piece of code for one job. This file is used in three places:
+
+* the notebooks' visible checks: ``solutions/<assignment>/course_checks.py`` is a
+  symlink to this file, so ``nbgrader generate_assignment`` copies it into
+  ``exercises/<assignment>/`` and a student runs ``check("ct1d_stride", conv_transpose1d)``
+  with nothing but the release and ``requirements.txt``;
+* the notebooks' hidden tests (``autograder.hidden_cases``), which draw more cases;
+* the CI grader (``python -m autograder grade``), which runs the student's code in a
+  sandbox and compares here, in the trusted process.
+
+It therefore depends on torch alone and holds no hidden case and no answer: every
+reference is a call to torch's own function.
+
+The API, in the order a grader uses it::
+
+    case = PUBLIC_CASES["ct1d_stride"][0]           # or hidden_cases.hidden_cases(id, seed)
+    inputs = make_inputs(case)                      # tensors drawn from case.seed
+    expected = reference_outputs(case, inputs)      # torch's answer ({} when torch raises)
+    actual = run_student(case, conv_transpose1d, inputs)   # in the sandbox, under the guard
+    verdict = compare(case, inputs, expected, actual)      # Verdict(passed, message, diagnosis)
+
+``grade_case(case, implementation)`` does the four steps in one process, and
+``check(grade_id, implementation)`` runs every public case of a grade_id (the notebooks'
+visible tests). ``python course_checks.py NOTEBOOK.ipynb`` runs a notebook's visible
+checks from a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
+
+# Bound once at import: the comparison reads values through these, not through anything a
+# submission may have patched later on torch.Tensor.
+_TOLIST = torch.Tensor.tolist
+_DETACH = torch.Tensor.detach
+
+# --------------------------------------------------------------------------------------
+# Grade ids
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GradeId:
+    """One autograded test cell: its assignment, the object it tests and its points."""
+
+    assignment: str
+    target: str
+    points: int
+    summary: str
+
+
+def _grade_ids() -> dict[str, GradeId]:
+    ct1 = "01_conv_transpose1d"
+    ct2 = "02_conv_transpose2d"
+    itp = "03_interpolate"
+    table = [
+        ("ct1d_output_length", ct1, "output_length", 10, "output_length follows torch's size rule"),
+        ("ct1d_matrix", ct1, "conv1d_matrix", 10, "conv1d_matrix is the matrix of F.conv1d"),
+        ("ct1d_basic", ct1, "conv_transpose1d", 10, "one channel, no stride"),
+        ("ct1d_channels_batch", ct1, "conv_transpose1d", 10, "several channels and samples"),
+        ("ct1d_unbatched", ct1, "conv_transpose1d", 5, "unbatched input (C, W)"),
+        ("ct1d_stride", ct1, "conv_transpose1d", 10, "stride > 1"),
+        ("ct1d_padding", ct1, "conv_transpose1d", 5, "padding crops the output"),
+        ("ct1d_output_padding", ct1, "conv_transpose1d", 5, "output_padding, and raising"),
+        ("ct1d_dilation", ct1, "conv_transpose1d", 5, "dilation"),
+        ("ct1d_groups", ct1, "conv_transpose1d", 5, "groups"),
+        ("ct1d_bias", ct1, "conv_transpose1d", 5, "bias or None"),
+        ("ct1d_dtypes", ct1, "conv_transpose1d", 5, "float32 and float64"),
+        ("ct1d_gradients", ct1, "conv_transpose1d", 5, "gradients of input, weight, bias"),
+        ("ct1d_module", ct1, "ConvTranspose1d", 10, "the nn.Module"),
+        ("ct2d_basic", ct2, "conv_transpose2d", 10, "one channel, no stride"),
+        ("ct2d_channels_batch", ct2, "conv_transpose2d", 10, "several channels and samples"),
+        ("ct2d_unbatched", ct2, "conv_transpose2d", 5, "unbatched input (C, H, W)"),
+        ("ct2d_stride", ct2, "conv_transpose2d", 10, "stride, int and tuple"),
+        ("ct2d_padding", ct2, "conv_transpose2d", 10, "padding crops the output"),
+        ("ct2d_output_padding", ct2, "conv_transpose2d", 5, "output_padding, and raising"),
+        ("ct2d_dilation", ct2, "conv_transpose2d", 10, "dilation"),
+        ("ct2d_groups", ct2, "conv_transpose2d", 10, "groups"),
+        ("ct2d_bias", ct2, "conv_transpose2d", 5, "bias or None"),
+        ("ct2d_dtypes", ct2, "conv_transpose2d", 5, "float32 and float64"),
+        ("ct2d_gradients", ct2, "conv_transpose2d", 5, "gradients of input, weight, bias"),
+        ("ct2d_coverage_map", ct2, "coverage_map", 15, "how many kernel taps reach each pixel"),
+        ("interp_nearest_size", itp, "interpolate", 10, "mode='nearest' with size"),
+        ("interp_nearest_scale", itp, "interpolate", 10, "mode='nearest' with scale_factor"),
+        ("interp_linear", itp, "interpolate", 10, "mode='linear' (1-d)"),
+        ("interp_bilinear_size", itp, "interpolate", 10, "mode='bilinear' with size"),
+        ("interp_bilinear_scale", itp, "interpolate", 10, "mode='bilinear' with scale_factor"),
+        ("interp_align_corners", itp, "interpolate", 10, "align_corners=True"),
+        ("interp_recompute_scale_factor", itp, "interpolate", 5, "recompute_scale_factor"),
+        ("interp_dtypes", itp, "interpolate", 5, "float32/float64, non-square sizes"),
+        ("interp_gradients", itp, "interpolate", 10, "gradient of the input"),
+        ("interp_resize_conv", itp, "ResizeConv2d", 10, "interpolation then Conv2d"),
+        ("interp_bicubic", itp, "interpolate", 5, "mode='bicubic' (bonus)"),
+        ("interp_nearest_exact", itp, "interpolate", 5, "mode='nearest-exact' (bonus)"),
+    ]
+    return {gid: GradeId(a, t, pts, s) for gid, a, t, pts, s in table}
+
+
+#: Every autograded test cell of the three assignments, by nbgrader grade_id.
+GRADE_IDS: dict[str, GradeId] = _grade_ids()
+
+#: The hand-graded written questions (markdown answers), by grade_id: (assignment, points).
+MANUAL_GRADE_IDS: dict[str, tuple[str, int]] = {
+    "ct1d_why_flipped": ("01_conv_transpose1d", 5),
+    "ct2d_even_coverage": ("02_conv_transpose2d", 5),
+}
+
+_CONV_TARGETS = ("conv_transpose1d", "conv_transpose2d")
+_CONV_KWARGS = ("stride", "padding", "output_padding", "groups", "dilation")
+
+# --------------------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    """Python-looking text for a parameter (lists from JSON shown as tuples)."""
+    if isinstance(value, list | tuple):
+        inner = ", ".join(_fmt(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, str):
+        return repr(value)
+    return repr(value)
+
+
+def _shape(shape: Any) -> str:
+    return "(" + ", ".join(str(int(n)) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One graded call: which student object, with which parameters.
+
+    ``grade_id``  the nbgrader test cell it belongs to (``ct1d_stride``).
+    ``target``    the name the student's notebook defines (``conv_transpose1d``,
+                  ``output_length``, ``conv1d_matrix``, ``ConvTranspose1d``,
+                  ``conv_transpose2d``, ``coverage_map``, ``interpolate``, ``ResizeConv2d``).
+    ``params``    JSON-able description: tensor shapes, dtype name, keyword arguments.
+    ``seed``      the seed its input tensors are drawn from.
+
+    ``params`` by target (optional keys in brackets):
+
+    * conv_transpose1d/2d: ``input``, ``weight`` (shapes), ``bias`` (True: a bias tensor,
+      False: none), [``bias_none``: pass ``bias=None`` explicitly], ``kwargs`` (stride, ...),
+      [``positional``: pass every argument positionally], ``dtype``, [``grad``: also check
+      the gradients], [``ints``: integer-valued inputs], [``values``: explicit tensors],
+      [``note``].
+    * output_length: ``args`` (L, kernel_size, and the keyword arguments).
+    * conv1d_matrix: ``kernel_length``, ``input_length``, ``dtype``, [``values``].
+    * ConvTranspose1d: ``init`` (the constructor's arguments), ``input``, ``dtype``, [``grad``].
+    * coverage_map: ``kernel_size``, ``stride``, ``input_size`` (int or pair).
+    * interpolate: ``input``, ``kwargs``, ``dtype``, [``grad``], [``values``].
+    * ResizeConv2d: ``init`` ([in_channels, out_channels]), ``input``, ``dtype``.
+    """
+
+    grade_id: str
+    target: str
+    params: dict[str, Any] = field(hash=False)
+    seed: int = 0
+
+    def describe(self) -> str:
+        """A one-line human description: the call, with shapes and keyword arguments."""
+        p = self.params
+        dtype = p.get("dtype", "float32")
+        dtype_note = "" if dtype == "float32" else f" {dtype}"
+        if self.target == "output_length":
+            args = dict(p["args"])
+            head = [_fmt(args.pop("L")), _fmt(args.pop("kernel_size"))]
+            text = f"output_length({', '.join(head + [f'{k}={_fmt(v)}' for k, v in args.items()])})"
+        elif self.target == "conv1d_matrix":
+            text = (
+                f"conv1d_matrix(kernel {_shape([p['kernel_length']])}{dtype_note}, "
+                f"{p['input_length']})"
+            )
+        elif self.target in _CONV_TARGETS:
+            parts = [f"input {_shape(p['input'])}{dtype_note}", f"weight {_shape(p['weight'])}"]
+            if p.get("bias"):
+                parts.append(f"bias {_shape([p['weight'][1] * p['kwargs'].get('groups', 1)])}")
+            elif p.get("bias_none") or p.get("positional"):
+                parts.append("bias=None")
+            parts += [f"{k}={_fmt(v)}" for k, v in p["kwargs"].items()]
+            text = f"{self.target}({', '.join(parts)})"
+            if p.get("positional"):
+                text += " [all arguments positional]"
+        elif self.target == "ConvTranspose1d":
+            init = dict(p["init"])
+            head = [str(init.pop(k)) for k in ("in_channels", "out_channels", "kernel_size")]
+            args = head + [f"{k}={_fmt(v)}" for k, v in init.items()]
+            text = f"ConvTranspose1d({', '.join(args)})(input {_shape(p['input'])}{dtype_note})"
+        elif self.target == "coverage_map":
+            text = (
+                f"coverage_map(kernel_size={_fmt(p['kernel_size'])}, stride={_fmt(p['stride'])}, "
+                f"input_size={_fmt(p['input_size'])})"
+            )
+        elif self.target == "interpolate":
+            parts = [f"input {_shape(p['input'])}{dtype_note}"]
+            parts += [f"{k}={_fmt(v)}" for k, v in p["kwargs"].items()]
+            text = f"interpolate({', '.join(parts)})"
+        elif self.target == "ResizeConv2d":
+            nic, noc = p["init"]
+            text = f"ResizeConv2d({nic}, {noc})(input {_shape(p['input'])}{dtype_note})"
+        else:
+            text = f"{self.target}({json.dumps(p)})"
+        if p.get("grad"):
+            text += " + gradients"
+        if p.get("note"):
+            text += f"  [{p['note']}]"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict (for the CI grader to hand a case to the sandbox)."""
+        return {
+            "grade_id": self.grade_id,
+            "target": self.target,
+            "params": self.params,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Case:
+        """The inverse of ``to_json`` (tuples come back as lists; every call site accepts both)."""
+        return cls(data["grade_id"], data["target"], data["params"], int(data.get("seed", 0)))
+
+
+@dataclass
+class Verdict:
+    """The outcome of one case: passed or not, and a message a TA can read without rerunning."""
+
+    passed: bool
+    message: str
+    diagnosis: str | None = None  # the likely bug, when a known mistake explains the output
+
+
+class ForbiddenKernelError(RuntimeError):
+    """Raised at torch's dispatcher when a graded call reaches a forbidden kernel."""
+
+    def __init__(self, kernel: str):
+        super().__init__(
+            f"your code reached torch's own kernel {kernel!r}, which this exercise asks you "
+            "to write yourself (transposed convolution, convolution backward, "
+            "upsampling/interpolation and grid sampling are not allowed)"
+        )
+        self.kernel = kernel
+
+
+class SubmissionError(Exception):
+    """The student's object does not have the promised form (a module without ``.weight``...)."""
+
+
+class NotATensor:
+    """Stands for an output that was not a plain ``torch.Tensor`` (after crossing a process).
+
+    The CI grader ships outputs back as tensors only; ``export_outputs`` turns anything else
+    into its type name and ``import_outputs`` into one of these, which ``compare`` rejects.
+    """
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+    def __repr__(self) -> str:
+        return f"NotATensor({self.type_name!r})"
+
+
+def export_outputs(outputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Split ``run_student``'s outputs into plain tensors (contiguous CPU copies, for
+    safetensors) and the type names of everything else (for JSON)."""
+    tensors, others = {}, {}
+    for key, value in outputs.items():
+        if type(value) is torch.Tensor:
+            tensors[key] = _DETACH(value).cpu().contiguous().clone()
+        else:
+            others[key] = f"{type(value).__module__}.{type(value).__qualname__}"
+    return tensors, others
+
+
+def import_outputs(tensors: dict[str, torch.Tensor], others: dict[str, str]) -> dict[str, Any]:
+    """The inverse of ``export_outputs``, on the trusted side."""
+    outputs: dict[str, Any] = dict(tensors)
+    outputs.update({key: NotATensor(name) for key, name in others.items()})
+    return outputs
+
+
+# --------------------------------------------------------------------------------------
+# The public cases
+# --------------------------------------------------------------------------------------
+
+
+def _ct(grade_id, target, input, weight, bias=False, seed=0, dtype="float32", **extra):
+    kwargs = extra.pop("kwargs", {})
+    params = {
+        "input": list(input),
+        "weight": list(weight),
+        "bias": bias,
+        "kwargs": kwargs,
+        "dtype": dtype,
+        **extra,
+    }
+    return Case(grade_id, target, params, seed)
+
+
+def _ct1(grade_id, *args, **kwargs):
+    return _ct(grade_id, "conv_transpose1d", *args, **kwargs)
+
+
+def _ct2(grade_id, *args, **kwargs):
+    return _ct(grade_id, "conv_transpose2d", *args, **kwargs)
+
+
+def _ol(L, kernel_size, **kwargs):
+    return Case(
+        "ct1d_output_length",
+        "output_length",
+        {"args": {"L": L, "kernel_size": kernel_size, **kwargs}},
+    )
+
+
+def _mat(kernel_length, input_length, seed=0, dtype="float32", **extra):
+    return Case(
+        "ct1d_matrix",
+        "conv1d_matrix",
+        {"kernel_length": kernel_length, "input_length": input_length, "dtype": dtype, **extra},
+        seed,
+    )
+
+
+def _mod(init, input, seed=0, dtype="float32", **extra):
+    return Case(
+        "ct1d_module",
+        "ConvTranspose1d",
+        {"init": init, "input": list(input), "dtype": dtype, **extra},
+        seed,
+    )
+
+
+def _cov(kernel_size, stride, input_size):
+    return Case(
+        "ct2d_coverage_map",
+        "coverage_map",
+        {"kernel_size": kernel_size, "stride": stride, "input_size": input_size},
+    )
+
+
+def _itp(grade_id, input, seed=0, dtype="float32", **extra):
+    kwargs = extra.pop("kwargs", {})
+    return Case(
+        grade_id,
+        "interpolate",
+        {"input": list(input), "kwargs": kwargs, "dtype": dtype, **extra},
+        seed,
+    )
+
+
+_LECTURE_X = [[[2.0, 3.0, 0.0, -1.0]]]
+_LECTURE_W = [[[1.0, 2.0, -1.0]]]
+_LECTURE_2X2 = [[[[1.0, 2.0], [3.0, 4.0]]]]
+
+
+def _public_cases() -> dict[str, list[Case]]:
+    lecture = {"input": _LECTURE_X, "weight": _LECTURE_W}
+    cases: list[Case] = [
+        # --- 01: output_length -------------------------------------------------------
+        _ol(4, 3),
+        _ol(4, 3, stride=2),
+        _ol(5, 4, stride=3, padding=1, output_padding=2),
+        _ol(3, 3, stride=2, padding=1, output_padding=1, dilation=2),
+        _ol(6, 2, padding=1, dilation=3),
+        _ol(4, 3, stride=2, output_padding=2),  # output_padding >= max(stride, dilation): raises
+        _ol(2, 3, padding=3),  # non-positive length: raises
+        # --- 01: conv1d_matrix -------------------------------------------------------
+        _mat(3, 6, values={"kernel": [1.0, 2.0, -1.0]}, note="lecture: kernel (1, 2, -1)"),
+        _mat(4, 10, values={"kernel": [1.0, 2.0, 0.0, -1.0]}, note="lecture: kernel (1, 2, 0, -1)"),
+        _mat(3, 7, seed=1, dtype="float64"),
+        _mat(5, 5, seed=2),
+        _mat(1, 3, seed=3),
+        # --- 01: conv_transpose1d ----------------------------------------------------
+        _ct1(
+            "ct1d_basic",
+            (1, 1, 4),
+            (1, 1, 3),
+            values=lecture,
+            note="lecture: (2, 3, 0, -1) with kernel (1, 2, -1) gives (2, 7, 4, -4, -2, 1)",
+        ),
+        _ct1(
+            "ct1d_basic",
+            (1, 1, 7),
+            (1, 1, 3),
+            values={
+                "input": [[[0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]]],
+                "weight": [[[1.0, 2.0, 3.0]]],
+            },
+            note="lecture: a single 1 copies the kernel, unflipped",
+        ),
+        _ct1("ct1d_basic", (1, 1, 5), (1, 1, 3), seed=1, ints=True),
+        _ct1("ct1d_basic", (1, 1, 6), (1, 1, 4), seed=2),
+        _ct1("ct1d_channels_batch", (2, 3, 5), (3, 2, 3), seed=3),
+        _ct1("ct1d_channels_batch", (3, 2, 4), (2, 2, 3), seed=4),
+        _ct1("ct1d_channels_batch", (1, 4, 3), (4, 1, 2), seed=5),
+        _ct1("ct1d_unbatched", (3, 5), (3, 2, 3), seed=6),
+        _ct1(
+            "ct1d_unbatched",
+            (1, 4),
+            (1, 1, 3),
+            values={"input": _LECTURE_X[0], "weight": _LECTURE_W},
+        ),
+        _ct1("ct1d_unbatched", (2, 4), (2, 3, 2), seed=7, kwargs={"stride": 2}),
+        _ct1(
+            "ct1d_stride",
+            (1, 1, 4),
+            (1, 1, 3),
+            values=lecture,
+            kwargs={"stride": 2},
+            note="lecture: stride 2 gives (2, 4, 1, 6, -3, 0, -1, -2, 1)",
+        ),
+        _ct1("ct1d_stride", (2, 2, 4), (2, 3, 3), seed=8, kwargs={"stride": 3}),
+        _ct1("ct1d_stride", (1, 2, 3), (2, 2, 2), seed=9, kwargs={"stride": 2}),
+        _ct1("ct1d_stride", (1, 1, 3), (1, 1, 3), seed=10, ints=True, kwargs={"stride": (4,)}),
+        _ct1("ct1d_padding", (1, 1, 5), (1, 1, 3), seed=11, ints=True, kwargs={"padding": 1}),
+        _ct1("ct1d_padding", (2, 2, 4), (2, 1, 4), seed=12, kwargs={"stride": 2, "padding": 2}),
+        _ct1("ct1d_padding", (1, 2, 4), (2, 2, 3), seed=13, kwargs={"padding": (2,)}),
+        _ct1(
+            "ct1d_output_padding",
+            (1, 1, 4),
+            (1, 1, 3),
+            seed=14,
+            ints=True,
+            kwargs={"stride": 2, "output_padding": 1},
+        ),
+        _ct1(
+            "ct1d_output_padding",
+            (2, 2, 3),
+            (2, 2, 4),
+            seed=15,
+            kwargs={"stride": 3, "padding": 2, "output_padding": 2},
+        ),
+        _ct1(
+            "ct1d_output_padding",
+            (1, 2, 4),
+            (2, 1, 3),
+            seed=16,
+            kwargs={"padding": 1, "output_padding": 1, "dilation": 2},
+        ),
+        _ct1(
+            "ct1d_output_padding",
+            (1, 1, 4),
+            (1, 1, 3),
+            seed=17,
+            kwargs={"stride": 2, "output_padding": 2},
+        ),  # raises: output_padding >= stride
+        _ct1(
+            "ct1d_output_padding", (1, 1, 4), (1, 1, 3), seed=18, kwargs={"output_padding": 1}
+        ),  # raises: output_padding >= max(stride, dilation)
+        _ct1("ct1d_dilation", (1, 1, 4), (1, 1, 3), seed=19, ints=True, kwargs={"dilation": 2}),
+        _ct1(
+            "ct1d_dilation",
+            (2, 2, 4),
+            (2, 2, 3),
+            seed=20,
+            kwargs={"stride": 2, "padding": 1, "dilation": 3},
+        ),
+        _ct1("ct1d_dilation", (1, 1, 3), (1, 2, 2), seed=21, kwargs={"dilation": (2,)}),
+        _ct1("ct1d_groups", (2, 4, 5), (4, 1, 3), seed=22, kwargs={"groups": 2}),
+        _ct1("ct1d_groups", (1, 4, 4), (4, 2, 3), seed=23, kwargs={"groups": 2}),
+        _ct1("ct1d_groups", (2, 3, 4), (3, 1, 2), seed=24, kwargs={"stride": 2, "groups": 3}),
+        _ct1("ct1d_bias", (2, 3, 4), (3, 2, 3), bias=True, seed=25),
+        _ct1(
+            "ct1d_bias",
+            (1, 2, 3),
+            (2, 3, 2),
+            bias=True,
+            seed=26,
+            positional=True,
+            kwargs={"stride": 2, "padding": 1, "output_padding": 1, "groups": 1, "dilation": 1},
+        ),
+        _ct1("ct1d_bias", (1, 2, 4), (2, 2, 3), seed=27, bias_none=True),
+        _ct1("ct1d_bias", (1, 4, 3), (4, 1, 2), bias=True, seed=28, kwargs={"groups": 2}),
+        _ct1(
+            "ct1d_dtypes",
+            (2, 2, 5),
+            (2, 3, 3),
+            bias=True,
+            seed=29,
+            dtype="float64",
+            kwargs={"stride": 2, "padding": 1},
+        ),
+        _ct1("ct1d_dtypes", (1, 3, 4), (3, 2, 2), seed=30, dtype="float32"),
+        _ct1(
+            "ct1d_dtypes",
+            (1, 4, 3),
+            (4, 1, 3),
+            bias=True,
+            seed=31,
+            dtype="float64",
+            kwargs={"groups": 2, "dilation": 2, "output_padding": 1},
+        ),
+        _ct1(
+            "ct1d_gradients",
+            (2, 2, 5),
+            (2, 3, 3),
+            bias=True,
+            seed=32,
+            dtype="float64",
+            grad=True,
+            kwargs={"stride": 2, "padding": 1},
+        ),
+        _ct1("ct1d_gradients", (1, 2, 4), (2, 2, 3), seed=33, grad=True, kwargs={"dilation": 2}),
+        _ct1(
+            "ct1d_gradients",
+            (1, 4, 3),
+            (4, 1, 2),
+            bias=True,
+            seed=34,
+            dtype="float64",
+            grad=True,
+            kwargs={"groups": 2, "stride": 3, "output_padding": 1},
+        ),
+        # --- 01: the module ----------------------------------------------------------
+        _mod(
+            {"in_channels": 1, "out_channels": 1, "kernel_size": 3},
+            (1, 1, 5),
+            values={
+                "input": [[[1.0, 0.0, 0.0, 0.0, -1.0]]],
+                "weight": [[[1.0, 2.0, 1.0]]],
+                "bias": [0.0],
+            },
+            note="lecture: kernel (1, 2, 1) on (1, 0, 0, 0, -1)",
+        ),
+        _mod({"in_channels": 2, "out_channels": 3, "kernel_size": 3}, (2, 2, 5), seed=35),
+        _mod(
+            {
+                "in_channels": 4,
+                "out_channels": 2,
+                "kernel_size": 4,
+                "stride": 2,
+                "padding": 1,
+                "groups": 2,
+                "bias": False,
+            },
+            (1, 4, 3),
+            seed=36,
+        ),
+        _mod(
+            {
+                "in_channels": 3,
+                "out_channels": 2,
+                "kernel_size": 2,
+                "stride": 2,
+                "output_padding": 1,
+            },
+            (3, 4),
+            seed=37,
+        ),
+        _mod(
+            {"in_channels": 2, "out_channels": 4, "kernel_size": 3, "dilation": 2},
+            (2, 2, 4),
+            seed=38,
+            grad=True,
+        ),
+        # --- 02: conv_transpose2d ----------------------------------------------------
+        _ct2("ct2d_basic", (1, 1, 3, 3), (1, 1, 2, 2), seed=40, ints=True),
+        _ct2("ct2d_basic", (1, 1, 2, 3), (1, 1, 3, 2), seed=41),
+        _ct2("ct2d_channels_batch", (2, 3, 3, 3), (3, 2, 2, 3), seed=42),
+        _ct2("ct2d_channels_batch", (2, 2, 3, 4), (2, 2, 2, 3), seed=43),
+        _ct2("ct2d_unbatched", (3, 4, 4), (3, 2, 2, 2), seed=44),
+        _ct2("ct2d_unbatched", (1, 3, 3), (1, 1, 3, 3), seed=45, kwargs={"stride": 2}),
+        _ct2("ct2d_stride", (1, 1, 3, 3), (1, 1, 2, 2), seed=46, ints=True, kwargs={"stride": 2}),
+        _ct2("ct2d_stride", (1, 2, 3, 2), (2, 2, 2, 3), seed=47, kwargs={"stride": (2, 3)}),
+        _ct2(
+            "ct2d_stride",
+            (1, 1, 3, 3),
+            (1, 1, 4, 4),
+            seed=48,
+            ints=True,
+            kwargs={"stride": 3},
+            note="lecture: 4x4 kernel, stride 3",
+        ),
+        _ct2("ct2d_stride", (2, 1, 2, 3), (1, 2, 3, 3), seed=49, kwargs={"stride": (1, 2)}),
+        _ct2("ct2d_padding", (1, 1, 4, 4), (1, 1, 3, 3), seed=50, ints=True, kwargs={"padding": 1}),
+        _ct2(
+            "ct2d_padding",
+            (1, 2, 3, 3),
+            (2, 1, 4, 4),
+            seed=51,
+            kwargs={"stride": 2, "padding": (1, 2)},
+        ),
+        _ct2("ct2d_padding", (2, 1, 3, 4), (1, 2, 3, 2), seed=52, kwargs={"padding": (0, 1)}),
+        _ct2(
+            "ct2d_output_padding",
+            (1, 2, 3, 3),
+            (2, 2, 3, 3),
+            seed=53,
+            kwargs={"stride": 2, "padding": 1, "output_padding": 1},
+            note="as ConvTranspose2d(nic, noc, 3, stride=2, padding=1, output_padding=1)",
+        ),
+        _ct2(
+            "ct2d_output_padding",
+            (1, 1, 2, 3),
+            (1, 2, 2, 2),
+            seed=54,
+            kwargs={"stride": (2, 3), "output_padding": (1, 2)},
+        ),
+        _ct2(
+            "ct2d_output_padding",
+            (1, 1, 3, 3),
+            (1, 1, 3, 3),
+            seed=55,
+            kwargs={"stride": (2, 3), "padding": 1, "output_padding": (0, 2)},
+        ),
+        _ct2(
+            "ct2d_output_padding",
+            (1, 1, 3, 3),
+            (1, 1, 2, 2),
+            seed=56,
+            kwargs={"stride": (2, 3), "output_padding": (2, 0)},
+        ),  # raises
+        _ct2(
+            "ct2d_output_padding", (1, 1, 3, 3), (1, 1, 2, 2), seed=57, kwargs={"output_padding": 1}
+        ),  # raises
+        _ct2(
+            "ct2d_dilation", (1, 1, 3, 3), (1, 1, 2, 2), seed=58, ints=True, kwargs={"dilation": 2}
+        ),
+        _ct2(
+            "ct2d_dilation",
+            (1, 2, 3, 3),
+            (2, 1, 2, 3),
+            seed=59,
+            kwargs={"stride": 2, "dilation": (1, 2)},
+        ),
+        _ct2(
+            "ct2d_dilation",
+            (2, 1, 3, 2),
+            (1, 2, 2, 2),
+            seed=60,
+            kwargs={"padding": 1, "dilation": (2, 3), "output_padding": (1, 2)},
+        ),
+        _ct2("ct2d_groups", (1, 4, 3, 3), (4, 2, 2, 2), seed=61, kwargs={"groups": 2}),
+        _ct2("ct2d_groups", (2, 4, 3, 3), (4, 1, 2, 2), seed=62, kwargs={"stride": 2, "groups": 4}),
+        _ct2("ct2d_groups", (1, 6, 2, 2), (6, 1, 2, 3), seed=63, kwargs={"groups": 3}),
+        _ct2("ct2d_bias", (2, 3, 3, 3), (3, 2, 2, 2), bias=True, seed=64),
+        _ct2(
+            "ct2d_bias",
+            (1, 2, 2, 3),
+            (2, 2, 3, 3),
+            bias=True,
+            seed=65,
+            positional=True,
+            kwargs={"stride": 2, "padding": 1, "output_padding": 1, "groups": 1, "dilation": 1},
+        ),
+        _ct2("ct2d_bias", (1, 2, 3, 3), (2, 1, 2, 2), seed=66, bias_none=True),
+        _ct2(
+            "ct2d_dtypes",
+            (1, 2, 3, 3),
+            (2, 3, 3, 3),
+            bias=True,
+            seed=67,
+            dtype="float64",
+            kwargs={"stride": 2, "padding": 1},
+        ),
+        _ct2("ct2d_dtypes", (1, 2, 3, 4), (2, 2, 2, 2), seed=68, dtype="float32"),
+        _ct2(
+            "ct2d_dtypes",
+            (1, 4, 2, 3),
+            (4, 1, 2, 2),
+            bias=True,
+            seed=69,
+            dtype="float64",
+            kwargs={"groups": 2, "stride": (1, 2)},
+        ),
+        _ct2(
+            "ct2d_gradients",
+            (2, 2, 3, 3),
+            (2, 2, 2, 3),
+            bias=True,
+            seed=70,
+            dtype="float64",
+            grad=True,
+            kwargs={"stride": 2, "padding": 1, "output_padding": 1},
+        ),
+        _ct2(
+            "ct2d_gradients",
+            (1, 4, 2, 3),
+            (4, 1, 2, 2),
+            bias=True,
+            seed=71,
+            grad=True,
+            kwargs={"groups": 2, "dilation": (1, 2)},
+        ),
+        # --- 02: coverage_map --------------------------------------------------------
+        _cov(4, 3, 4),
+        _cov(3, 2, (2, 3)),
+        _cov((2, 3), (1, 2), (3, 2)),
+        _cov(2, 2, 3),
+        _cov(3, 1, 3),
+        # --- 03: interpolate ---------------------------------------------------------
+        _itp("interp_nearest_size", (1, 2, 3, 3), seed=80, kwargs={"size": (5, 7)}),
+        _itp("interp_nearest_size", (2, 2, 4), seed=81, kwargs={"size": 7}),
+        _itp("interp_nearest_size", (1, 1, 4, 4), seed=82, kwargs={"size": 2}),
+        _itp(
+            "interp_nearest_size", (1, 1, 2, 3), seed=83, kwargs={"size": (3, 5), "mode": "nearest"}
+        ),
+        _itp(
+            "interp_nearest_scale",
+            (1, 1, 2, 2),
+            values={"input": _LECTURE_2X2},
+            kwargs={"scale_factor": 3, "mode": "nearest"},
+            note="lecture: [[1, 2], [3, 4]] x3",
+        ),
+        _itp("interp_nearest_scale", (1, 2, 3, 3), seed=84, kwargs={"scale_factor": 2}),
+        _itp("interp_nearest_scale", (2, 1, 4), seed=85, kwargs={"scale_factor": 1.5}),
+        _itp("interp_nearest_scale", (1, 1, 2, 3), seed=86, kwargs={"scale_factor": (2.0, 3.0)}),
+        _itp("interp_nearest_scale", (1, 1, 4, 4), seed=87, kwargs={"scale_factor": 0.5}),
+        _itp("interp_linear", (1, 2, 4), seed=88, kwargs={"size": 7, "mode": "linear"}),
+        _itp(
+            "interp_linear",
+            (1, 2, 4),
+            seed=88,
+            kwargs={"size": 7, "mode": "linear", "align_corners": True},
+        ),
+        _itp("interp_linear", (2, 1, 3), seed=89, kwargs={"scale_factor": 2, "mode": "linear"}),
+        _itp(
+            "interp_linear",
+            (1, 1, 4),
+            seed=90,
+            kwargs={"scale_factor": 2.5, "mode": "linear", "align_corners": True},
+        ),
+        _itp("interp_linear", (1, 1, 6), seed=91, kwargs={"size": 4, "mode": "linear"}),
+        _itp(
+            "interp_bilinear_size",
+            (1, 1, 2, 2),
+            values={"input": _LECTURE_2X2},
+            kwargs={"size": (6, 6), "mode": "bilinear"},
+        ),
+        _itp(
+            "interp_bilinear_size",
+            (2, 2, 3, 4),
+            seed=92,
+            kwargs={"size": (5, 7), "mode": "bilinear"},
+        ),
+        _itp("interp_bilinear_size", (1, 1, 3, 3), seed=93, kwargs={"size": 5, "mode": "bilinear"}),
+        _itp(
+            "interp_bilinear_size",
+            (1, 1, 6, 6),
+            seed=94,
+            kwargs={"size": (4, 3), "mode": "bilinear"},
+        ),
+        _itp(
+            "interp_bilinear_scale",
+            (1, 1, 2, 2),
+            values={"input": _LECTURE_2X2},
+            kwargs={"scale_factor": 3, "mode": "bilinear"},
+            note="lecture: [[1, 2], [3, 4]] x3",
+        ),
+        _itp(
+            "interp_bilinear_scale",
+            (1, 2, 3, 3),
+            seed=95,
+            kwargs={"scale_factor": 2, "mode": "bilinear"},
+        ),
+        _itp(
+            "interp_bilinear_scale",
+            (1, 1, 2, 4),
+            seed=96,
+            kwargs={"scale_factor": (2.0, 1.5), "mode": "bilinear"},
+        ),
+        _itp(
+            "interp_bilinear_scale",
+            (1, 1, 4, 6),
+            seed=97,
+            kwargs={"scale_factor": 0.5, "mode": "bilinear"},
+        ),
+        _itp(
+            "interp_align_corners",
+            (1, 1, 2, 2),
+            values={"input": _LECTURE_2X2},
+            kwargs={"scale_factor": 3, "mode": "bilinear", "align_corners": True},
+        ),
+        _itp(
+            "interp_align_corners",
+            (1, 2, 3, 4),
+            seed=98,
+            kwargs={"size": (5, 5), "mode": "bilinear", "align_corners": True},
+        ),
+        _itp(
+            "interp_align_corners",
+            (2, 1, 5),
+            seed=99,
+            kwargs={"size": 3, "mode": "linear", "align_corners": True},
+        ),
+        _itp(
+            "interp_align_corners",
+            (1, 1, 3, 3),
+            seed=100,
+            kwargs={"scale_factor": 2, "mode": "bilinear", "align_corners": False},
+        ),
+        _itp(
+            "interp_recompute_scale_factor",
+            (1, 1, 3, 3),
+            seed=101,
+            kwargs={"scale_factor": 1.7, "mode": "bilinear", "recompute_scale_factor": True},
+        ),
+        _itp(
+            "interp_recompute_scale_factor",
+            (1, 1, 3, 3),
+            seed=101,
+            kwargs={"scale_factor": 1.7, "mode": "bilinear", "recompute_scale_factor": False},
+        ),
+        _itp(
+            "interp_recompute_scale_factor",
+            (1, 2, 5),
+            seed=102,
+            kwargs={"scale_factor": 1.3, "mode": "linear", "recompute_scale_factor": True},
+        ),
+        _itp(
+            "interp_recompute_scale_factor",
+            (1, 1, 3, 2),
+            seed=103,
+            kwargs={"scale_factor": 1.5, "recompute_scale_factor": True},
+        ),
+        _itp(
+            "interp_dtypes",
+            (1, 2, 3, 5),
+            seed=104,
+            dtype="float64",
+            kwargs={"size": (4, 7), "mode": "bilinear"},
+        ),
+        _itp(
+            "interp_dtypes",
+            (2, 1, 5),
+            seed=105,
+            dtype="float32",
+            kwargs={"scale_factor": 2, "mode": "linear", "align_corners": True},
+        ),
+        _itp("interp_dtypes", (1, 1, 5, 2), seed=106, dtype="float64", kwargs={"size": (3, 6)}),
+        _itp(
+            "interp_gradients",
+            (1, 2, 3, 3),
+            seed=107,
+            dtype="float64",
+            grad=True,
+            kwargs={"scale_factor": 2, "mode": "bilinear"},
+        ),
+        _itp(
+            "interp_gradients",
+            (2, 1, 4),
+            seed=108,
+            dtype="float64",
+            grad=True,
+            kwargs={"size": 7, "mode": "linear", "align_corners": True},
+        ),
+        _itp("interp_gradients", (1, 1, 3, 2), seed=109, grad=True, kwargs={"size": (5, 4)}),
+        Case(
+            "interp_resize_conv",
+            "ResizeConv2d",
+            {"init": [2, 3], "input": [2, 2, 4, 5], "dtype": "float32"},
+            110,
+        ),
+        Case(
+            "interp_resize_conv",
+            "ResizeConv2d",
+            {"init": [1, 1], "input": [1, 1, 3, 3], "dtype": "float32"},
+            111,
+        ),
+        Case(
+            "interp_resize_conv",
+            "ResizeConv2d",
+            {"init": [3, 2], "input": [1, 3, 2, 3], "dtype": "float64"},
+            112,
+        ),
+        _itp("interp_bicubic", (1, 1, 3, 3), seed=113, kwargs={"size": (5, 6), "mode": "bicubic"}),
+        _itp(
+            "interp_bicubic",
+            (1, 2, 3, 4),
+            seed=114,
+            kwargs={"scale_factor": 2, "mode": "bicubic", "align_corners": True},
+        ),
+        _itp(
+            "interp_nearest_exact",
+            (1, 1, 3, 4),
+            seed=115,
+            kwargs={"size": (5, 7), "mode": "nearest-exact"},
+        ),
+        _itp(
+            "interp_nearest_exact",
+            (2, 1, 4),
+            seed=116,
+            kwargs={"scale_factor": 2.5, "mode": "nearest-exact"},
+        ),
+        _itp(
+            "interp_nearest_exact",
+            (1, 1, 6, 5),
+            seed=117,
+            kwargs={"size": (4, 3), "mode": "nearest-exact"},
+        ),
+    ]
+    by_id: dict[str, list[Case]] = {gid: [] for gid in GRADE_IDS}
+    for case in cases:
+        by_id[case.grade_id].append(case)
+    return by_id
+
+
+#: The public cases of every grade_id: a few small, fixed cases a student sees.
+PUBLIC_CASES: dict[str, list[Case]] = _public_cases()
+
+
+# --------------------------------------------------------------------------------------
+# Inputs and torch's reference
+# --------------------------------------------------------------------------------------
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _dtype(case: Case) -> torch.dtype:
+    return _DTYPES[case.params.get("dtype", "float32")]
+
+
+def _tuple(value: Any, n: int) -> tuple[int, ...]:
+    """An int or a sequence as an n-tuple (torch's own rule for conv parameters)."""
+    if isinstance(value, list | tuple):
+        return tuple(int(v) for v in value) if len(value) == n else tuple([int(value[0])] * n)
+    return (int(value),) * n
+
+
+def _as_call_value(value: Any) -> Any:
+    """JSON lists back to tuples: the student is called with what torch users write."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _call_kwargs(case: Case) -> dict[str, Any]:
+    return {k: _as_call_value(v) for k, v in case.params.get("kwargs", {}).items()}
+
+
+def _spatial(case: Case) -> int:
+    return 1 if case.target in ("conv_transpose1d", "ConvTranspose1d") else 2
+
+
+def _draw(gen: torch.Generator, shape: Any, dtype: torch.dtype, ints: bool) -> torch.Tensor:
+    shape = tuple(int(n) for n in shape)
+    if ints:
+        return torch.randint(-3, 4, shape, generator=gen).to(dtype)
+    return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+
+
+def _module_weight_shape(init: dict[str, Any]) -> tuple[int, ...]:
+    groups = int(init.get("groups", 1))
+    return (int(init["in_channels"]), int(init["out_channels"]) // groups, int(init["kernel_size"]))
+
+
+def make_inputs(case: Case) -> dict[str, torch.Tensor]:
+    """The input tensors of ``case``, drawn from ``case.seed``; the same on every machine.
+
+    Keys: ``input``, ``weight``, ``bias`` (convolutions and ConvTranspose1d); ``kernel``
+    (conv1d_matrix); ``conv_weight``, ``conv_bias`` (ResizeConv2d); ``grad_output`` for
+    gradient cases (the upstream gradient, shaped like torch's output). output_length and
+    coverage_map take no tensor.
+    """
+    p = case.params
+    gen = torch.Generator().manual_seed(int(case.seed))
+    dtype = _dtype(case)
+    ints = bool(p.get("ints"))
+    values = p.get("values", {})
+
+    def draw(name: str, shape: Any) -> torch.Tensor:
+        if name in values:
+            return torch.tensor(values[name], dtype=torch.float64).to(dtype).reshape(tuple(shape))
+        return _draw(gen, shape, dtype, ints)
+
+    inputs: dict[str, torch.Tensor] = {}
+    if case.target in _CONV_TARGETS:
+        inputs["input"] = draw("input", p["input"])
+        inputs["weight"] = draw("weight", p["weight"])
+        if p.get("bias"):
+            channels = p["weight"][1] * int(_tuple(p["kwargs"].get("groups", 1), 1)[0])
+            inputs["bias"] = draw("bias", [channels])
+    elif case.target == "conv1d_matrix":
+        inputs["kernel"] = draw("kernel", [p["kernel_length"]])
+    elif case.target == "ConvTranspose1d":
+        init = p["init"]
+        inputs["input"] = draw("input", p["input"])
+        inputs["weight"] = draw("weight", _module_weight_shape(init))
+        if init.get("bias", True):
+            inputs["bias"] = draw("bias", [init["out_channels"]])
+    elif case.target == "interpolate":
+        inputs["input"] = draw("input", p["input"])
+    elif case.target == "ResizeConv2d":
+        nic, noc = p["init"]
+        inputs["input"] = draw("input", p["input"])
+        inputs["conv_weight"] = draw("conv_weight", [noc, nic, 3, 3]) / 3
+        inputs["conv_bias"] = draw("conv_bias", [noc])
+    if p.get("grad"):
+        with _quiet():
+            shape = _torch_forward(case, inputs).shape
+        inputs["grad_output"] = _draw(gen, shape, dtype, ints)
+    return inputs
+
+
+def _torch_forward(case: Case, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """torch's forward for a tensor-valued case (raises where torch raises)."""
+    p = case.params
+    if case.target in _CONV_TARGETS:
+        fn = F.conv_transpose1d if case.target == "conv_transpose1d" else F.conv_transpose2d
+        return fn(inputs["input"], inputs["weight"], inputs.get("bias"), **_call_kwargs(case))
+    if case.target == "ConvTranspose1d":
+        init = {
+            k: v
+            for k, v in p["init"].items()
+            if k not in ("in_channels", "out_channels", "kernel_size", "bias")
+        }
+        return F.conv_transpose1d(
+            inputs["input"],
+            inputs["weight"],
+            inputs.get("bias"),
+            **{k: _as_call_value(v) for k, v in init.items()},
+        )
+    if case.target == "interpolate":
+        return F.interpolate(inputs["input"], **_call_kwargs(case))
+    if case.target == "ResizeConv2d":
+        upsampled = F.interpolate(inputs["input"], scale_factor=2, mode="bilinear")
+        return F.conv2d(upsampled, inputs["conv_weight"], inputs["conv_bias"], padding=1)
+    raise ValueError(f"no tensor forward for target {case.target!r}")
+
+
+def _torch_error(case: Case, inputs: dict[str, torch.Tensor]) -> str | None:
+    """torch's error message for ``case`` if torch raises, else None."""
+    try:
+        with _quiet():
+            reference_outputs(case, inputs, _raise=True)
+    except (RuntimeError, ValueError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        return f"{type(error).__name__}: {first_line.split(', but got')[0]}"
+    return None
+
+
+def reference_outputs(
+    case: Case, inputs: dict[str, torch.Tensor], *, _raise: bool = False
+) -> dict[str, torch.Tensor]:
+    """What torch gives for ``case`` (outputs, and gradients where the case asks for them).
+
+    Works on its own copies of ``inputs``. When torch raises for these parameters, returns
+    ``{}`` and the case expects the student to raise too.
+
+    Keys: ``output`` always; ``grad_input``, ``grad_weight``, ``grad_bias`` for gradient cases
+    (``grad_input`` only for interpolate); ``initial_weight`` and ``initial_bias`` for
+    ConvTranspose1d (zeros: only their shape and dtype are the reference; ``compare`` checks
+    the student's values against torch's initialisation bound ±1/sqrt(fan_in)).
+    """
+    copies = {k: _DETACH(v).clone() for k, v in inputs.items()}
+    p = case.params
+    try:
+        with _quiet():
+            return _reference(case, p, copies)
+    except (RuntimeError, ValueError):
+        if _raise:
+            raise
+        return {}
+
+
+def _reference(case: Case, p: dict[str, Any], inputs: dict[str, torch.Tensor]):
+    dtype = _dtype(case)
+    if case.target == "output_length":
+        args = dict(p["args"])
+        length, kernel_size = int(args.pop("L")), int(args.pop("kernel_size"))
+        out = F.conv_transpose1d(torch.zeros(1, 1, length), torch.zeros(1, 1, kernel_size), **args)
+        return {"output": torch.tensor(out.shape[-1], dtype=torch.int64)}
+    if case.target == "conv1d_matrix":
+        kernel, length = inputs["kernel"], int(p["input_length"])
+        basis = torch.eye(length, dtype=kernel.dtype)[:, None, :]
+        # Column j of the matrix is F.conv1d of the j-th basis vector.
+        return {"output": F.conv1d(basis, kernel[None, None])[:, 0, :].T.contiguous()}
+    if case.target == "coverage_map":
+        kernel = _tuple(p["kernel_size"], 2)
+        stride = _tuple(p["stride"], 2)
+        size = _tuple(p["input_size"], 2)
+        taps = F.conv_transpose2d(
+            torch.ones(1, 1, *size, dtype=torch.float64),
+            torch.ones(1, 1, *kernel, dtype=torch.float64),
+            stride=stride,
+        )
+        return {"output": taps[0, 0].round().to(torch.int64)}
+    if case.target == "ResizeConv2d":
+        nic, noc = p["init"]
+        out = _torch_forward(case, inputs)
+        tconv_shape = F.conv_transpose2d(
+            inputs["input"],
+            torch.zeros(nic, noc, 3, 3, dtype=dtype),
+            stride=2,
+            padding=1,
+            output_padding=1,
+        ).shape
+        if out.shape != tconv_shape:  # the exercise's promise; a broken case must not ship
+            raise AssertionError(f"{case.describe()}: shapes {out.shape} != {tconv_shape}")
+        return {"output": out}
+    outputs: dict[str, torch.Tensor] = {}
+    if case.target == "ConvTranspose1d":
+        weight_shape = _module_weight_shape(p["init"])
+        outputs["initial_weight"] = torch.zeros(weight_shape, dtype=dtype)
+        if p["init"].get("bias", True):
+            outputs["initial_bias"] = torch.zeros(p["init"]["out_channels"], dtype=dtype)
+    wrt = [k for k in ("input", "weight", "bias") if k in inputs] if p.get("grad") else []
+    if case.target == "interpolate":
+        wrt = wrt[:1]
+    for key in wrt:
+        inputs[key].requires_grad_(True)
+    out = _torch_forward(case, inputs)
+    outputs["output"] = _DETACH(out)
+    if wrt:
+        grads = torch.autograd.grad(out, [inputs[k] for k in wrt], inputs["grad_output"])
+        outputs.update({f"grad_{k}": g for k, g in zip(wrt, grads, strict=True)})
+    return outputs
+
+
+# --------------------------------------------------------------------------------------
+# The kernel guard and the student's call
+# --------------------------------------------------------------------------------------
+
+_TRANSPOSED_FLAG_OPS = {"convolution", "_convolution", "convolution_overrideable"}
+
+
+def forbidden_kernel(op_name: str, args: tuple = (), kwargs: dict | None = None) -> bool:
+    """Whether the aten op ``op_name`` (``aten::upsample_bilinear2d``...) is forbidden here.
+
+    Forbidden: transposed convolutions (also ``convolution`` with ``transposed=True``),
+    convolution backward, upsampling/interpolation and grid sampling.
+    """
+    base = op_name.split("::")[-1]
+    if base in _TRANSPOSED_FLAG_OPS:
+        transposed = args[6] if len(args) > 6 else (kwargs or {}).get("transposed", False)
+        return bool(transposed)
+    if "conv" in base and ("transpose" in base or "backward" in base):
+        return True
+    return base.startswith(
+        (
+            "upsample_",
+            "_upsample_",
+            "grid_sampler",
+            "cudnn_grid_sampler",
+            "_grid_sampler",
+            "affine_grid_generator",
+        )
+    )
+
+
+class ForbiddenKernelGuard(TorchDispatchMode):
+    """A dispatch mode that refuses torch's forbidden kernels, whatever the Python route.
+
+    Every aten op that runs while the guard is active passes through here (after
+    CompositeImplicit ops such as ``conv_transpose1d`` or ``interpolate`` have been lowered to
+    ``convolution``/``upsample_*``, and including the backward ops autograd runs inside the
+    guarded call). A forbidden op raises ``ForbiddenKernelError`` and is remembered in
+    ``reached``, so that a submission that catches the error is still caught.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        if forbidden_kernel(name, args, kwargs):
+            if name.split("::")[-1] in _TRANSPOSED_FLAG_OPS:
+                name += "(transposed=True)"
+            self.reached.append(name)
+            raise ForbiddenKernelError(name)
+        return func(*args, **(kwargs or {}))
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[ForbiddenKernelGuard]:
+        """Run a block under the guard; raise ``ForbiddenKernelError`` afterwards if the block
+        reached a forbidden kernel (even if it caught the error) or switched the guard off."""
+        try:
+            with self:
+                yield self
+                if self not in _get_current_dispatch_mode_stack():
+                    self.reached.append("(the kernel guard was switched off)")
+        except ForbiddenKernelError:
+            raise
+        except BaseException as error:
+            if self.reached:
+                raise ForbiddenKernelError(self.reached[0]) from error
+            raise
+        if self.reached:
+            raise ForbiddenKernelError(self.reached[0])
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence warnings and stderr: nbgrader zeroes a test cell that writes to stderr."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _plain(value: Any) -> Any:
+    """A plain tensor detached; anything else as it is (``compare`` judges it)."""
+    return _DETACH(value) if type(value) is torch.Tensor else value
+
+
+def _student_grads(
+    case: Case, out: Any, wrt: dict[str, torch.Tensor], grad_output: torch.Tensor
+) -> dict[str, Any]:
+    """Autograd of the student's output, outside the guard (conv1d's own backward is legit)."""
+    if not isinstance(out, torch.Tensor):
+        return {}
+    if not out.requires_grad:
+        # No gradient at all: compare accepts that only where torch's gradients are all zero
+        # (an output no input reaches), and otherwise explains it.
+        return {}
+    names = list(wrt)
+    try:
+        grads = torch.autograd.grad(out, [wrt[n] for n in names], grad_output, allow_unused=True)
+    except RuntimeError as error:
+        raise SubmissionError(f"autograd could not differentiate your output: {error}") from error
+    return {f"grad_{n}": _plain(g) for n, g in zip(names, grads, strict=True) if g is not None}
+
+
+def run_student(case: Case, implementation: Any, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Call the student's ``implementation`` on copies of ``inputs``, under the kernel guard.
+
+    Returns the same keys as ``reference_outputs``. Raises ``ForbiddenKernelError`` when the
+    call reaches a forbidden kernel, ``SubmissionError`` when the object lacks the promised
+    form (a module without ``.weight``, an output autograd cannot differentiate), and lets the
+    student's own exceptions through. Values are returned as they are (an ``int`` from
+    ``output_length`` as a 0-d int64 tensor); ``compare`` does the type checks.
+    """
+    x = {k: _DETACH(v).clone() for k, v in inputs.items()}
+    p = case.params
+    guard = ForbiddenKernelGuard()
+    with _quiet():
+        if case.target == "output_length":
+            args = dict(p["args"])
+            length, kernel_size = args.pop("L"), args.pop("kernel_size")
+            with guard.watching():
+                result = implementation(length, kernel_size, **args)
+            if type(result) is int:
+                result = torch.tensor(result, dtype=torch.int64)
+            return {"output": _plain(result)}
+        if case.target == "conv1d_matrix":
+            with guard.watching():
+                result = implementation(x["kernel"], int(p["input_length"]))
+            return {"output": _plain(result)}
+        if case.target == "coverage_map":
+            args = [_as_call_value(p[k]) for k in ("kernel_size", "stride", "input_size")]
+            with guard.watching():
+                result = implementation(*args)
+            return {"output": _plain(result)}
+        if case.target in _CONV_TARGETS:
+            return _run_conv(case, implementation, x, guard)
+        if case.target == "ConvTranspose1d":
+            return _run_module(case, implementation, x, guard)
+        if case.target == "interpolate":
+            if p.get("grad"):
+                x["input"].requires_grad_(True)
+            with guard.watching():
+                out = implementation(x["input"], **_call_kwargs(case))
+            outputs = {"output": _plain(out)}
+            if p.get("grad"):
+                outputs.update(_student_grads(case, out, {"input": x["input"]}, x["grad_output"]))
+            return outputs
+        if case.target == "ResizeConv2d":
+            return _run_resize_conv(case, implementation, x, guard)
+    raise ValueError(f"unknown target {case.target!r}")
+
+
+def _run_conv(case, implementation, x, guard) -> dict[str, Any]:
+    p = case.params
+    wrt = {k: x[k] for k in ("input", "weight", "bias") if k in x} if p.get("grad") else {}
+    for tensor in wrt.values():
+        tensor.requires_grad_(True)
+    kwargs = _call_kwargs(case)
+    bias = x.get("bias")
+    with guard.watching():
+        if p.get("positional"):
+            order = [kwargs.get(k, d) for k, d in zip(_CONV_KWARGS, (1, 0, 0, 1, 1), strict=True)]
+            out = implementation(x["input"], x["weight"], bias, *order)
+        elif bias is not None or p.get("bias_none"):
+            out = implementation(x["input"], x["weight"], bias, **kwargs)
+        else:
+            out = implementation(x["input"], x["weight"], **kwargs)
+    outputs = {"output": _plain(out)}
+    if wrt:
+        outputs.update(_student_grads(case, out, wrt, x["grad_output"]))
+    return outputs
+
+
+def _run_module(case, implementation, x, guard) -> dict[str, Any]:
+    p = case.params
+    init = dict(p["init"])
+    head = [init.pop(k) for k in ("in_channels", "out_channels", "kernel_size")]
+    with guard.watching():
+        module = implementation(*head, **{k: _as_call_value(v) for k, v in init.items()})
+    if not isinstance(module, nn.Module):
+        raise SubmissionError(
+            f"ConvTranspose1d(...) gave a {type(module).__name__}, not an nn.Module"
+        )
+    outputs: dict[str, Any] = {}
+    weight = getattr(module, "weight", None)
+    bias = getattr(module, "bias", None)
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is None:
+            continue
+        if not isinstance(param, nn.Parameter):
+            raise SubmissionError(
+                f"module.{name} is a {type(param).__name__}, not an nn.Parameter: wrap it in "
+                "nn.Parameter so that module.parameters() and optimisers see it"
+            )
+        outputs[f"initial_{name}"] = _DETACH(param).clone()
+    if weight is None:
+        raise SubmissionError("the module has no .weight")
+    if (
+        tuple(weight.shape) != tuple(x["weight"].shape)
+        or (bias is not None and "bias" in x and tuple(bias.shape) != tuple(x["bias"].shape))
+        or (bias is None) != ("bias" not in x)
+    ):
+        return outputs  # compare explains the parameter shapes; no forward with the wrong ones
+    with torch.no_grad():
+        weight.copy_(x["weight"])
+        if bias is not None:
+            bias.copy_(x["bias"])
+    if p.get("grad"):
+        x["input"].requires_grad_(True)
+    with guard.watching():
+        out = module(x["input"])
+    outputs["output"] = _plain(out)
+    if p.get("grad"):
+        wrt = {"input": x["input"], "weight": weight}
+        if bias is not None:
+            wrt["bias"] = bias
+        outputs.update(_student_grads(case, out, wrt, x["grad_output"]))
+    return outputs
+
+
+def _run_resize_conv(case, implementation, x, guard) -> dict[str, Any]:
+    nic, noc = case.params["init"]
+    with guard.watching():
+        module = implementation(nic, noc)
+    conv = getattr(module, "conv", None)
+    if not isinstance(conv, nn.Conv2d):
+        raise SubmissionError(
+            "ResizeConv2d needs an attribute .conv = nn.Conv2d(in, out, 3, padding=1)"
+        )
+    if tuple(conv.weight.shape) != (noc, nic, 3, 3) or conv.bias is None:
+        raise SubmissionError(
+            f"ResizeConv2d({nic}, {noc}).conv has weight {tuple(conv.weight.shape)} and "
+            f"{'no ' if conv.bias is None else ''}bias: expected nn.Conv2d({nic}, {noc}, 3, padding=1)"
+        )
+    with torch.no_grad():
+        module.to(x["input"].dtype)
+        conv.weight.copy_(x["conv_weight"])
+        conv.bias.copy_(x["conv_bias"])
+    with guard.watching():
+        out = module(x["input"])
+    return {"output": _plain(out)}
+
+
+# --------------------------------------------------------------------------------------
+# Comparison
+# --------------------------------------------------------------------------------------
+
+
+def _flatten(nested: Any) -> list:
+    if not isinstance(nested, list):
+        return [nested]
+    flat: list = []
+    stack = [nested]
+    while stack:  # iterative: depth is small but lists may be long
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            flat.append(item)
+    return flat
+
+
+def _values(tensor: torch.Tensor) -> list:
+    """The values as a flat Python list, read from a detached CPU copy."""
+    return _flatten(_TOLIST(_DETACH(tensor).cpu()))
+
+
+def _unravel(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = []
+    for n in reversed(shape):
+        out.append(index % n if n else 0)
+        index = index // n if n else 0
+    return tuple(reversed(out))
+
+
+def _tolerance(dtype: torch.dtype, expected: list) -> tuple[float, float]:
+    """(atol, rtol): float32 ~1e-4 and float64 ~1e-9, scaled to the values' magnitude."""
+    scale = max([1.0] + [abs(v) for v in expected])
+    if dtype == torch.float64:
+        return 1e-9 * scale, 1e-9
+    if dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return 1e-4 * scale, 1e-4
+    return 0.0, 0.0
+
+
+@dataclass
+class _Mismatch:
+    """Where two tensors differ most (``None`` fields when they agree)."""
+
+    error: float
+    where: tuple[int, ...]
+    expected: float
+    actual: float
+    bad: bool
+
+
+def _closeness(expected: torch.Tensor, actual: torch.Tensor, slack: float = 1.0) -> _Mismatch:
+    """Largest absolute error and whether any value is out of tolerance, in plain Python."""
+    e_vals, a_vals = _values(expected), _values(actual)
+    atol, rtol = _tolerance(expected.dtype, e_vals)
+    worst = _Mismatch(-1.0, (), 0.0, 0.0, False)
+    worst_index = 0
+    for i, (e, a) in enumerate(zip(e_vals, a_vals, strict=True)):
+        e, a = float(e), float(a)
+        error = abs(a - e) if math.isfinite(a) else math.inf
+        if error > worst.error:
+            worst_index, worst.error, worst.expected, worst.actual = i, error, e, a
+        if error > slack * (atol + rtol * abs(e)):
+            worst.bad = True
+    worst.where = _unravel(worst_index, tuple(expected.shape))
+    return worst
+
+
+def _close(expected: torch.Tensor, actual: Any, slack: float = 10.0) -> bool:
+    """Same shape and values within ``slack`` times the tolerance (for the diagnosis)."""
+    if type(actual) is not torch.Tensor or tuple(actual.shape) != tuple(expected.shape):
+        return False
+    try:
+        return not _closeness(expected, actual.to(expected.dtype), slack).bad
+    except (TypeError, ValueError, RuntimeError):
+        return False
+
+
+def _type_problem(key: str, value: Any, target: str) -> str | None:
+    if type(value) is torch.Tensor:
+        return None
+    if isinstance(value, NotATensor):
+        name = value.type_name
+    else:
+        name = f"{type(value).__module__}.{type(value).__qualname__}"
+    if target == "output_length" and key == "output":
+        return f"output_length returned a {name}, expected an int"
+    if isinstance(value, torch.Tensor) or "Tensor" in name or "Parameter" in name:
+        return f"{key} is a {name}, a subclass of torch.Tensor: return a plain torch.Tensor"
+    return f"{key} is a {name}, expected a plain torch.Tensor"
+
+
+def compare(
+    case: Case,
+    inputs: dict[str, torch.Tensor],
+    expected: dict[str, torch.Tensor],
+    actual: dict[str, Any] | BaseException,
+) -> Verdict:
+    """Compare the student's ``actual`` outputs with torch's ``expected`` ones.
+
+    Requires plain ``torch.Tensor`` values of the exact shape and dtype, finite, and close
+    to the reference (tolerance by dtype). On failure the message names the parameters,
+    the expected and actual shape, the largest error, and the likely bug when one of the
+    known mistakes reproduces the output.
+
+    ``actual`` may also be the exception the student's call raised: it passes when torch
+    raises too (``expected == {}``), except ``ForbiddenKernelError``, which always fails.
+    """
+    call = case.describe()
+    if isinstance(actual, ForbiddenKernelError):
+        return Verdict(False, f"{call}: {actual}", f"forbidden kernel {actual.kernel}")
+    if isinstance(actual, BaseException):
+        raised = f"{type(actual).__name__}: {str(actual).strip().splitlines()[0] if str(actual).strip() else ''}"
+        if not expected:
+            return Verdict(True, f"{call}: raises ({raised}), as torch does")
+        shape = tuple(expected["output"].shape) if "output" in expected else None
+        return Verdict(
+            False,
+            f"{call}: your code raised {raised}; torch returns "
+            f"{'shape ' + str(shape) if shape is not None else 'a result'}",
+        )
+    if not expected:
+        reason = _torch_error(case, inputs) or "an error"
+        got = actual.get("output") if isinstance(actual, dict) else actual
+        if type(got) is torch.Tensor and got.dim() == 0:
+            got_text = repr(_TOLIST(got))
+        elif isinstance(got, torch.Tensor):
+            got_text = f"a tensor of shape {tuple(got.shape)}"
+        else:
+            got_text = f"a {type(got).__name__}"
+        hint = _raise_hint(case)
+        return Verdict(
+            False,
+            f"{call}: torch raises here ({reason}) but your code returned {got_text}.{hint}",
+            "should raise",
+        )
+    if not isinstance(actual, dict):
+        return Verdict(
+            False, f"{call}: internal: expected a dict of outputs, got {type(actual).__name__}"
+        )
+    order = ["initial_weight", "initial_bias", "output", "grad_input", "grad_weight", "grad_bias"]
+    keys = [k for k in order if k in expected] + [k for k in expected if k not in order]
+    for key in keys:
+        if key not in actual:
+            if key.startswith("grad_") and not any(_values(expected[key])):
+                continue  # torch's gradient is all zero: no gradient at all says the same
+            return _fail(case, inputs, expected, actual, key, _missing_message(case, key))
+        problem = _type_problem(key, actual[key], case.target)
+        if problem:
+            return _fail(case, inputs, expected, actual, key, problem)
+        if key.startswith("initial_"):
+            message = _check_initialisation(case, key, expected[key], actual[key])
+            if message:
+                return _fail(case, inputs, expected, actual, key, message)
+            continue
+        message = _check_tensor(key, expected[key], actual[key])
+        if message:
+            return _fail(case, inputs, expected, actual, key, message)
+    extra = [k for k in actual if k not in expected and k in ("initial_bias",)]
+    if extra:
+        return Verdict(
+            False,
+            f"{call}: the module has a bias although bias=False was asked: "
+            "set self.bias = None (self.register_parameter('bias', None))",
+            "bias should be None",
+        )
+    return Verdict(True, f"{call}: ok")
+
+
+def _raise_hint(case: Case) -> str:
+    if case.target in ("output_length", "conv_transpose1d", "conv_transpose2d", "ConvTranspose1d"):
+        return (
+            " Raise an error (ValueError) when output_padding >= max(stride, dilation) "
+            "(per dimension) or when the output length is not positive, as torch does."
+        )
+    return " Raise an error where torch raises."
+
+
+def _missing_message(case: Case, key: str) -> str:
+    if key.startswith("grad_"):
+        name = key[5:]
+        return (
+            f"no gradient reached {name}: the output must depend on {name} through "
+            "differentiable torch operations (no .item(), .tolist(), torch.tensor(...) of "
+            "Python numbers, .detach() or torch.no_grad() on the way)"
+        )
+    if key == "initial_bias":
+        return "the module's .bias is None although bias=True: create it as an nn.Parameter"
+    return f"no {key} was produced"
+
+
+def _check_tensor(key: str, expected: torch.Tensor, actual: torch.Tensor) -> str | None:
+    if tuple(actual.shape) != tuple(expected.shape):
+        return f"{key} shape: expected {tuple(expected.shape)}, got {tuple(actual.shape)}"
+    if actual.dtype != expected.dtype:
+        hint = ""
+        if expected.dtype in (torch.float32, torch.float64):
+            hint = (
+                " (create new tensors with dtype=input.dtype, e.g. "
+                "torch.zeros(..., dtype=input.dtype))"
+            )
+        elif expected.dtype == torch.int64:
+            hint = " (counts are integers: torch.int64)"
+        return f"{key} dtype: expected {expected.dtype}, got {actual.dtype}{hint}"
+    if actual.is_complex() or actual.layout != torch.strided:
+        return f"{key}: expected a dense real tensor"
+    if expected.numel() == 0:
+        return None
+    for i, v in enumerate(_values(actual)):
+        if not math.isfinite(float(v)):
+            where = _unravel(i, tuple(actual.shape))
+            return f"{key} contains {v} at {list(where)}"
+    worst = _closeness(expected, actual)
+    if worst.bad and expected.dim() == 0:
+        return f"{key}: expected {_TOLIST(expected)!r}, got {_TOLIST(actual)!r}"
+    if worst.bad:
+        return (
+            f"{key} values differ: largest absolute error {worst.error:.3g} at "
+            f"{list(worst.where)} (expected {worst.expected:.6g}, got {worst.actual:.6g}); "
+            f"shape {tuple(expected.shape)} is right"
+        )
+    return None
+
+
+def _check_initialisation(
+    case: Case, key: str, expected: torch.Tensor, actual: torch.Tensor
+) -> str | None:
+    """Shape, dtype, and torch's rule: uniform in ±1/sqrt(fan_in), fan_in = weight.size(1)·w."""
+    name = key.removeprefix("initial_")
+    if tuple(actual.shape) != tuple(expected.shape) or actual.dtype != expected.dtype:
+        return (
+            f"module.{name} is {tuple(actual.shape)} {actual.dtype}, expected "
+            f"{tuple(expected.shape)} {expected.dtype} (torch's layout: weight is "
+            "(in_channels, out_channels // groups, kernel_size), bias is (out_channels,))"
+        )
+    init = case.params["init"]
+    weight_shape = _module_weight_shape(init)
+    fan_in = weight_shape[1] * weight_shape[2]
+    bound = 1 / math.sqrt(fan_in)
+    values = [float(v) for v in _values(actual)]
+    if not all(math.isfinite(v) for v in values):
+        return f"module.{name} holds non-finite values"
+    largest = max((abs(v) for v in values), default=0.0)
+    if largest > bound * (1 + 1e-6):
+        return (
+            f"module.{name} holds {largest:.4g}, outside torch's initialisation range "
+            f"±1/sqrt(fan_in) = ±{bound:.4g}, fan_in = weight.size(1) · kernel_size = {fan_in}"
+        )
+    if len(values) >= 6 and largest < 0.25 * bound:
+        return (
+            f"module.{name} is not spread over ±1/sqrt(fan_in) = ±{bound:.4g} (largest "
+            f"|value| {largest:.3g}): initialise it uniformly in that range, like torch"
+        )
+    return None
+
+
+def _fail(case, inputs, expected, actual, key, problem) -> Verdict:
+    diagnosis = None
+    try:
+        with _quiet():
+            diagnosis = diagnose(case, inputs, expected, actual, key)
+    except Exception:  # a diagnosis is a bonus; it must never hide the verdict
+        diagnosis = None
+    message = f"{case.describe()}: {problem}"
+    if diagnosis:
+        message += f"\n  likely bug: {diagnosis}"
+    return Verdict(False, message, diagnosis)
+
+
+# --------------------------------------------------------------------------------------
+# Diagnosis: torch's outputs of known mistakes on the same inputs
+# --------------------------------------------------------------------------------------
+
+
+def diagnose(
+    case: Case,
+    inputs: dict[str, torch.Tensor],
+    expected: dict[str, torch.Tensor],
+    actual: dict[str, Any],
+    key: str = "output",
+) -> str | None:
+    """The likely bug, in the student's terms, when a known mistake reproduces ``actual``.
+
+    Each candidate is torch's own function applied to the same inputs with the mistake
+    made (kernel flipped, padding added instead of cropped, align_corners inverted, ...);
+    a candidate that equals torch's correct answer cannot explain a failure and is
+    skipped. Falls back to a shape-only hint when no candidate matches.
+    """
+    value = actual.get(key)
+    if key.startswith("grad_"):
+        return _gradient_hint(key, expected, actual)
+    if key.startswith("initial_"):
+        return _init_hint(case, key, value)
+    if type(value) is not torch.Tensor or key != "output" or "output" not in expected:
+        return None
+    reference = expected["output"]
+    for message, make in _mistakes(case, inputs):
+        try:
+            candidate = make()
+        except Exception:
+            continue
+        if candidate is None or _close(reference, candidate, 1.0):
+            continue
+        if _close(
+            candidate.to(reference.dtype) if candidate.is_floating_point() else candidate, value
+        ):
+            return message
+    return _shape_hint(case, inputs, reference, value)
+
+
+def _gradient_hint(key, expected, actual) -> str | None:
+    if (
+        "output" in expected
+        and "output" in actual
+        and _close(expected["output"], actual["output"], 1.0)
+    ):
+        return (
+            f"your forward output is right but {key} is not: a step of your computation "
+            "is not differentiated the way it is computed (detached tensors, .data, values "
+            "copied through Python numbers, or a custom backward that is wrong)"
+        )
+    return None
+
+
+def _init_hint(case: Case, key: str, value: Any) -> str | None:
+    if type(value) is not torch.Tensor or case.target != "ConvTranspose1d":
+        return None
+    init = case.params["init"]
+    expected_shape = _module_weight_shape(init)
+    groups = int(init.get("groups", 1))
+    if key == "initial_weight":
+        swapped = (int(init["out_channels"]), int(init["in_channels"]) // groups, expected_shape[2])
+        if tuple(value.shape) == swapped and swapped != expected_shape:
+            return (
+                "weight laid out like nn.Conv1d's (out_channels, in_channels // groups, w); "
+                "a transposed convolution's weight is (in_channels, out_channels // groups, w)"
+            )
+        if groups > 1 and tuple(value.shape) == (
+            expected_shape[0],
+            int(init["out_channels"]),
+            expected_shape[2],
+        ):
+            return "weight.size(1) is out_channels // groups, not out_channels"
+        values = [abs(float(v)) for v in _values(value)]
+        if values and tuple(value.shape) == expected_shape:
+            wrong_fan_in = int(init["in_channels"]) // groups * expected_shape[2]
+            bound = 1 / math.sqrt(expected_shape[1] * expected_shape[2])
+            if bound < max(values) <= 1 / math.sqrt(wrong_fan_in) * (1 + 1e-6) and wrong_fan_in < (
+                expected_shape[1] * expected_shape[2]
+            ):
+                return (
+                    "fan_in computed from in_channels; for ConvTranspose1d torch uses "
+                    "fan_in = weight.size(1) · kernel_size = out_channels // groups · w"
+                )
+    return None
+
+
+Mistake = tuple[str, Callable[[], torch.Tensor | None]]
+
+
+def _mistakes(case: Case, inputs: dict[str, torch.Tensor]) -> list[Mistake]:
+    if case.target in _CONV_TARGETS or case.target == "ConvTranspose1d":
+        return _conv_mistakes(case, inputs)
+    if case.target == "interpolate":
+        return _interpolate_mistakes(case, inputs)
+    if case.target == "ResizeConv2d":
+        return _resize_conv_mistakes(case, inputs)
+    if case.target == "conv1d_matrix":
+        return _matrix_mistakes(case, inputs)
+    if case.target == "coverage_map":
+        return _coverage_mistakes(case)
+    if case.target == "output_length":
+        return _length_mistakes(case)
+    return []
+
+
+@dataclass
+class _ConvSetup:
+    n: int
+    x: torch.Tensor
+    w: torch.Tensor
+    b: torch.Tensor | None
+    s: tuple[int, ...]
+    p: tuple[int, ...]
+    op: tuple[int, ...]
+    g: int
+    d: tuple[int, ...]
+
+    def run(self, x=None, w=None, b="same", s=None, p=None, op=None, g=None, d=None):
+        fn = F.conv_transpose1d if self.n == 1 else F.conv_transpose2d
+        return fn(
+            self.x if x is None else x,
+            self.w if w is None else w,
+            self.b if isinstance(b, str) else b,
+            self.s if s is None else s,
+            self.p if p is None else p,
+            self.op if op is None else op,
+            self.g if g is None else g,
+            self.d if d is None else d,
+        )
+
+    def bias_view(self, out: torch.Tensor) -> torch.Tensor:
+        return self.b.reshape(-1, *([1] * self.n)) if self.b is not None else torch.zeros(())
+
+    def spatial(self) -> list[int]:
+        return list(range(-self.n, 0))
+
+
+def _conv_setup(case: Case, inputs: dict[str, torch.Tensor]) -> _ConvSetup:
+    n = _spatial(case)
+    if case.target == "ConvTranspose1d":
+        kwargs = {k: v for k, v in case.params["init"].items() if k in _CONV_KWARGS}
+    else:
+        kwargs = case.params.get("kwargs", {})
+    return _ConvSetup(
+        n,
+        inputs["input"],
+        inputs["weight"],
+        inputs.get("bias"),
+        _tuple(kwargs.get("stride", 1), n),
+        _tuple(kwargs.get("padding", 0), n),
+        _tuple(kwargs.get("output_padding", 0), n),
+        int(kwargs.get("groups", 1)),
+        _tuple(kwargs.get("dilation", 1), n),
+    )
+
+
+def _pad_dims(t: torch.Tensor, before: tuple[int, ...], after: tuple[int, ...]) -> torch.Tensor:
+    """Zero-pad the last len(before) dims (F.pad lists the last dim first)."""
+    pad: list[int] = []
+    for b, a in reversed(list(zip(before, after, strict=True))):
+        pad += [b, a]
+    return F.pad(t, pad)
+
+
+def _crop_dims(
+    t: torch.Tensor, starts: tuple[int, ...], lengths: tuple[int, ...]
+) -> torch.Tensor | None:
+    if any(s < 0 for s in starts):
+        return None
+    index = [slice(None)] * (t.dim() - len(starts))
+    index += [slice(s, s + n) for s, n in zip(starts, lengths, strict=True)]
+    out = t[tuple(index)]
+    return out if tuple(out.shape[-len(starts) :]) == tuple(lengths) else None
+
+
+def _conv_mistakes(case: Case, inputs: dict[str, torch.Tensor]) -> list[Mistake]:
+    c = _conv_setup(case, inputs)
+    zeros = (0,) * c.n
+    mistakes: list[Mistake] = []
+    flip = (
+        "the kernel is flipped: a transposed convolution adds x[i]·w[k] at output "
+        "i·s + k·d − p with w in its stored order (the lecture's weighted sum of translated "
+        f"kernels). If you compute it as a convolution (F.conv{c.n}d) of the spread, zero-padded "
+        "input, that convolution needs the kernel flipped, exactly once."
+    )
+    mistakes.append((flip, lambda: c.run(w=c.w.flip(c.spatial()))))
+    if c.n == 2:
+        for axis, name in ((-2, "rows (H)"), (-1, "columns (W)")):
+            mistakes.append(
+                (
+                    f"the kernel is flipped along its {name} only: flip both spatial "
+                    "axes or neither",
+                    lambda axis=axis: c.run(w=c.w.flip([axis])),
+                )
+            )
+    cin, cout_g = c.w.shape[0], c.w.shape[1]
+    if cin == cout_g * c.g and cin // c.g == cout_g:
+
+        def swapped():
+            k = c.w.shape[2:]
+            return c.run(w=c.w.reshape(c.g, cout_g, cout_g, *k).transpose(1, 2).reshape(c.w.shape))
+
+        mistakes.append(
+            (
+                "in_channels and out_channels are swapped in the weight layout: for a transposed "
+                "convolution weight[i, o] connects input channel i to output channel o (weight is "
+                "(C_in, C_out // groups, ...), the reverse of conv's)",
+                swapped,
+            )
+        )
+    full_op = lambda: c.run(p=zeros)  # noqa: E731  (the uncropped result, output_padding included)
+    base = lambda: c.run(op=zeros)  # noqa: E731
+    length = lambda: tuple(c.run().shape[-c.n :])  # noqa: E731
+    if any(c.p):
+        added = (
+            "padding added around the output instead of cropped: in a transposed "
+            "convolution, padding p removes p positions at each end of the full result "
+            "(the lecture: stride and padding are defined in the output map, and padding "
+            "modulates a cropping operation)"
+        )
+        mistakes.append((added, lambda: _pad_dims(full_op(), c.p, c.p)))
+        mistakes.append(
+            (added, lambda: _pad_dims(c.run(p=zeros, b=None), c.p, c.p) + c.bias_view(None))
+        )
+        mistakes.append(
+            (
+                "padding applied to the input, as for a convolution: in a transposed "
+                "convolution padding crops the output",
+                lambda: c.run(x=_pad_dims(c.x, c.p, c.p), p=zeros),
+            )
+        )
+        mistakes.append(
+            ("padding ignored: crop padding positions from each end of the output", full_op)
+        )
+        twice = tuple(2 * q for q in c.p)
+        mistakes.append(
+            (
+                "the output is cropped by 2·padding at the start only: crop padding "
+                "positions at EACH end",
+                lambda: _crop_dims(full_op(), twice, length()),
+            )
+        )
+        mistakes.append(
+            (
+                "the output is cropped by 2·padding at the end only: crop padding "
+                "positions at EACH end",
+                lambda: _crop_dims(full_op(), zeros, length()),
+            )
+        )
+    if any(c.op):
+        mistakes.append(
+            (
+                "output_padding ignored: it adds output_padding positions at the END of the output",
+                base,
+            )
+        )
+        mistakes.append(
+            (
+                "output_padding filled with zeros: the extra positions at the end hold "
+                "what the full transposed convolution has there (the cropped values "
+                "when padding > 0) plus the bias",
+                lambda: _pad_dims(base(), zeros, c.op),
+            )
+        )
+        mistakes.append(
+            (
+                "output_padding added at the start instead of the end",
+                lambda: _pad_dims(base(), c.op, zeros),
+            )
+        )
+        start = tuple(q - o for q, o in zip(c.p, c.op, strict=True))
+        mistakes.append(
+            (
+                "output_padding added at the start instead of the end (the crop "
+                "window is shifted towards the start)",
+                lambda: _crop_dims(c.run(p=zeros, op=zeros), start, length()),
+            )
+        )
+        mistakes.append(
+            (
+                "output_padding added on both sides: it extends the END only",
+                lambda: _pad_dims(base(), c.op, c.op),
+            )
+        )
+        both = tuple(n + o for n, o in zip(length(), c.op, strict=True))
+        mistakes.append(
+            (
+                "output_padding added on both sides: it extends the END only",
+                lambda: _crop_dims(full_op(), start, both),
+            )
+        )
+    if any(s > 1 for s in c.s):
+        ones = (1,) * c.n
+
+        def op_for(stride):
+            limit = [max(a, b) for a, b in zip(stride, c.d, strict=True)]
+            return tuple(o if o < m else 0 for o, m in zip(c.op, limit, strict=True))
+
+        def strided_conv():
+            full = c.run(s=ones, op=op_for(ones))
+            index = [slice(None)] * (full.dim() - c.n) + [slice(None, None, s) for s in c.s]
+            return full[tuple(index)]
+
+        mistakes.append(
+            (
+                "stride used like a convolution's stride (keeping every s-th output): in a "
+                "transposed convolution the stride spreads the INPUT apart, input i lands at output "
+                "i·s (insert s − 1 zeros between input samples, then convolve)",
+                strided_conv,
+            )
+        )
+        mistakes.append(
+            (
+                "stride ignored: input i must land at output i·s",
+                lambda: c.run(s=ones, op=op_for(ones)),
+            )
+        )
+        plus = tuple(s + 1 for s in c.s)
+        mistakes.append(
+            (
+                "s zeros inserted between input samples instead of s − 1 (input i "
+                "must land at output i·s)",
+                lambda: c.run(s=plus, op=op_for(plus)),
+            )
+        )
+    if any(d > 1 for d in c.d):
+        ones = (1,) * c.n
+        limit = [max(s, 1) for s in c.s]
+        op_ok = tuple(o if o < m else 0 for o, m in zip(c.op, limit, strict=True))
+        mistakes.append(
+            (
+                "dilation ignored: kernel tap k reaches output i·s + k·d − p",
+                lambda: c.run(d=ones, op=op_ok),
+            )
+        )
+        plus = tuple(d + 1 for d in c.d)
+        mistakes.append(
+            (
+                "d zeros inserted between kernel taps instead of d − 1 (tap k is at offset k·d)",
+                lambda: c.run(d=plus),
+            )
+        )
+    if c.b is not None:
+        mistakes.append(
+            (
+                "bias missing: add bias[o] to every position of output channel o",
+                lambda: c.run(b=None),
+            )
+        )
+        mistakes.append(("bias added twice", lambda: c.run() + c.bias_view(None)))
+    if c.g > 1:
+        mistakes.append(
+            (
+                "groups ignored: with groups g, input channels [j·C_in/g, (j+1)·C_in/g) "
+                "only feed output channels [j·C_out/g, (j+1)·C_out/g)",
+                lambda: c.run(g=1),
+            )
+        )
+    return mistakes
+
+
+def _shape_hint(
+    case: Case, inputs: dict[str, torch.Tensor], reference: torch.Tensor, value: torch.Tensor
+) -> str | None:
+    expected, got = tuple(reference.shape), tuple(value.shape)
+    if expected == got:
+        return None
+    if case.target in _CONV_TARGETS or case.target == "ConvTranspose1d":
+        return _conv_shape_hint(case, inputs, expected, got)
+    if case.target == "interpolate":
+        return _interpolate_shape_hint(case, inputs, expected, got)
+    if case.target == "conv1d_matrix" and got == expected[::-1]:
+        return (
+            "you returned the transposed matrix (the transposed convolution's); "
+            "conv1d_matrix is the convolution's matrix, (L − w + 1) rows by L columns"
+        )
+    if case.target == "ResizeConv2d":
+        return (
+            "interpolate ×2 then a 3×3 conv with padding=1 keeps (2H, 2W), the shape "
+            "ConvTranspose2d(nic, noc, 3, stride=2, padding=1, output_padding=1) gives"
+        )
+    if case.target == "coverage_map":
+        return (
+            "the coverage map has the transposed convolution's output size "
+            "((W − 1)·s + w per dimension)"
+        )
+    return None
+
+
+def _conv_shape_hint(case, inputs, expected, got) -> str | None:
+    c = _conv_setup(case, inputs)
+    if len(got) == len(expected) + 1 and got[0] == 1 and got[1:] == expected:
+        return "an unbatched input (C, ...) must give an unbatched output: drop the batch dimension you added"
+    if len(got) + 1 == len(expected):
+        return "a batched input must keep its batch dimension in the output"
+    if len(got) != len(expected):
+        return None
+    channel = len(expected) - c.n - 1
+    cin = c.w.shape[0]
+    if got[channel] != expected[channel]:
+        if got[channel] == cin:
+            return (
+                "the output has in_channels channels: the weight of a transposed convolution "
+                "is (C_in, C_out // groups, ...), so C_out = weight.shape[1] · groups"
+            )
+        if got[channel] == c.w.shape[1] and c.g > 1:
+            return "with groups, the output has weight.shape[1] · groups channels"
+        return None
+    hints = []
+    for axis in range(c.n):
+        diff = got[channel + 1 + axis] - expected[channel + 1 + axis]
+        s, p, op, d = c.s[axis], c.p[axis], c.op[axis], c.d[axis]
+        rule = "(W − 1)·s − 2·p + d·(w − 1) + output_padding + 1"
+        if diff == 1 and op == 0:
+            hints.append(
+                f"1 longer than torch's ({rule}): output_padding applied when 0, or an extra + 1?"
+            )
+        elif diff == -1:
+            hints.append(f"1 shorter than torch's ({rule}): a missing + 1?")
+        elif op and diff == -op:
+            hints.append("output_padding positions missing at the end")
+        elif p and diff == 2 * p:
+            hints.append("not cropped by padding at each end")
+        elif p and diff == 4 * p:
+            hints.append("padding added instead of cropped")
+        elif s > 1 and diff == s:
+            hints.append("W·s instead of (W − 1)·s")
+        elif d > 1 and diff == -(d - 1) * (c.w.shape[2 + axis] - 1):
+            hints.append("dilation ignored in the size (the kernel spans d·(w − 1) + 1)")
+        elif diff:
+            hints.append(f"{diff:+d} compared with torch's {rule}")
+    if hints:
+        names = ["length"] if c.n == 1 else ["height", "width"]
+        return "; ".join(
+            f"{names[i] if len(hints) == c.n else 'size'}: {h}" for i, h in enumerate(hints)
+        )
+    return None
+
+
+# --- interpolate ----------------------------------------------------------------------
+
+_LINEAR_MODES = ("linear", "bilinear", "bicubic", "trilinear")
+
+
+def _source_ratios(case: Case, x: torch.Tensor, out_sizes: tuple[int, ...]) -> list[float]:
+    """The factor torch maps output to input coordinates with, per dimension."""
+    kw = case.params["kwargs"]
+    mode = kw.get("mode", "nearest")
+    n = x.dim() - 2
+    in_sizes = tuple(x.shape[2:])
+    scale = kw.get("scale_factor")
+    scales = None
+    if scale is not None and not kw.get("recompute_scale_factor"):
+        scales = (
+            [float(v) for v in scale] if isinstance(scale, list | tuple) else [float(scale)] * n
+        )
+    ratios = []
+    for i in range(n):
+        if mode in _LINEAR_MODES and kw.get("align_corners"):
+            ratios.append((in_sizes[i] - 1) / (out_sizes[i] - 1) if out_sizes[i] > 1 else 0.0)
+        elif scales is not None:
+            ratios.append(1.0 / scales[i])
+        else:
+            ratios.append(in_sizes[i] / out_sizes[i])
+    return ratios
+
+
+def _sample_at(x: torch.Tensor, coords: list[torch.Tensor], nearest: bool) -> torch.Tensor:
+    """x sampled at source pixel coordinates (clamped to the border), one 1-d tensor per
+    spatial dim, with torch's grid_sample (used to reproduce mistaken coordinate maps)."""
+    in_sizes = x.shape[2:]
+    normalized = []
+    for c, n in zip(coords, in_sizes, strict=True):
+        c = c.clamp(0, n - 1)
+        normalized.append(2 * c / (n - 1) - 1 if n > 1 else torch.zeros_like(c))
+    mode = "nearest" if nearest else "bilinear"
+    if len(coords) == 1:
+        gx = normalized[0].to(x.dtype)
+        grid = torch.stack([gx, torch.zeros_like(gx)], -1)[None, None].expand(x.shape[0], 1, -1, 2)
+        return F.grid_sample(
+            x[:, :, None, :], grid, mode=mode, padding_mode="border", align_corners=True
+        )[:, :, 0, :]
+    gy, gx = torch.meshgrid(normalized[0].to(x.dtype), normalized[1].to(x.dtype), indexing="ij")
+    grid = torch.stack([gx, gy], -1)[None].expand(x.shape[0], -1, -1, 2)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=True)
+
+
+def _interpolate_mistakes(case: Case, inputs: dict[str, torch.Tensor]) -> list[Mistake]:
+    x = inputs["input"]
+    kw = _call_kwargs(case)
+    mode = kw.get("mode", "nearest")
+    align = kw.get("align_corners")
+    mistakes: list[Mistake] = []
+
+    def torch_with(**changes):
+        return lambda: F.interpolate(x, **{**kw, **changes})
+
+    if mode in _LINEAR_MODES:
+        mistakes.append(
+            (
+                f"align_corners inverted: with align_corners={bool(align)} torch maps output pixel j "
+                "to input coordinate "
+                + (
+                    "j·(W_in − 1)/(W_out − 1) (corner pixels aligned)"
+                    if align
+                    else "(j + 0.5)·W_in/W_out − 0.5 (pixel centres aligned)"
+                ),
+                torch_with(align_corners=not align),
+            )
+        )
+    if mode == "nearest":
+        mistakes.append(
+            (
+                "rounded to the nearest source pixel (that is mode='nearest-exact'); "
+                "mode='nearest' takes input index floor(j · W_in/W_out)",
+                torch_with(mode="nearest-exact"),
+            )
+        )
+    if mode == "nearest-exact":
+        mistakes.append(
+            (
+                "floor(j · W_in/W_out) is mode='nearest'; 'nearest-exact' takes "
+                "floor((j + 0.5) · W_in/W_out)",
+                torch_with(mode="nearest"),
+            )
+        )
+    if mode != "nearest":
+        mistakes.append(
+            (
+                f"mode ignored: mode={mode!r} was asked, the output is mode='nearest'",
+                lambda: F.interpolate(
+                    x, **{k: v for k, v in kw.items() if k != "align_corners"}, mode="nearest"
+                ),
+            )
+        )
+    if kw.get("scale_factor") is not None:
+        rsf = bool(kw.get("recompute_scale_factor"))
+        mistakes.append(
+            (
+                f"recompute_scale_factor={kw.get('recompute_scale_factor')!r} handled as "
+                f"{not rsf}: with True torch maps coordinates with W_in/W_out (the output size "
+                "recomputed); otherwise with 1/scale_factor",
+                torch_with(recompute_scale_factor=not rsf),
+            )
+        )
+    for name in ("size", "scale_factor"):
+        value = kw.get(name)
+        if isinstance(value, tuple) and len(set(value)) > 1:
+            mistakes.append(
+                (
+                    f"{name} read in the wrong order: it is (H, W)",
+                    torch_with(**{name: tuple(reversed(value))}),
+                )
+            )
+
+    if mode in ("linear", "bilinear", "nearest", "nearest-exact"):
+
+        def coordinate_map(kind: str):
+            def make():
+                out_sizes = tuple(F.interpolate(x, **kw).shape[2:])
+                ratios = _source_ratios(case, x, out_sizes)
+                coords = []
+                for n_out, n_in, r in zip(out_sizes, x.shape[2:], ratios, strict=True):
+                    j = torch.arange(n_out, dtype=torch.float64)
+                    wrong = 1 / r if r else 0.0
+                    if align and mode in _LINEAR_MODES:
+                        wrong = (n_out - 1) / (n_in - 1) if n_in > 1 else 0.0
+                    if kind == "inverse" and mode in ("nearest", "nearest-exact"):
+                        offset = 0.5 if mode == "nearest-exact" else 0.0
+                        coords.append(torch.floor((j + offset) * wrong).clamp(max=n_in - 1))
+                    elif kind == "inverse" and align:
+                        coords.append(j * wrong)
+                    elif kind == "inverse":
+                        coords.append(((j + 0.5) * wrong - 0.5).clamp(min=0))
+                    else:  # no half-pixel offset
+                        coords.append(j * r)
+                return _sample_at(x, coords, nearest=mode.startswith("nearest"))
+
+            return make
+
+        mistakes.append(
+            (
+                "the scale is used the wrong way round: output pixel j maps to input coordinate "
+                "j · W_in/W_out (that is j / scale_factor), not j · W_out/W_in",
+                coordinate_map("inverse"),
+            )
+        )
+        if mode in _LINEAR_MODES and not align:
+            mistakes.append(
+                (
+                    "no half-pixel offset: with align_corners=False output pixel j maps to input "
+                    "coordinate (j + 0.5)·W_in/W_out − 0.5 (clamped at 0), not j·W_in/W_out",
+                    coordinate_map("offset"),
+                )
+            )
+    return mistakes
+
+
+def _interpolate_shape_hint(case, inputs, expected, got) -> str | None:
+    kw = case.params["kwargs"]
+    if len(got) != len(expected):
+        return "interpolate keeps the (N, C) dimensions and resizes the spatial ones only"
+    scale = kw.get("scale_factor")
+    if scale is not None:
+        n = len(expected) - 2
+        scales = list(scale) if isinstance(scale, list | tuple) else [scale] * n
+        in_sizes = inputs["input"].shape[2:]
+        rounded = tuple(round(i * s) for i, s in zip(in_sizes, scales, strict=True))
+        ceiled = tuple(math.ceil(i * s) for i, s in zip(in_sizes, scales, strict=True))
+        if tuple(got[2:]) in (rounded, ceiled):
+            return "the output size is floor(W_in · scale_factor), per dimension"
+    return None
+
+
+def _resize_conv_mistakes(case: Case, inputs: dict[str, torch.Tensor]) -> list[Mistake]:
+    x, w, b = inputs["input"], inputs["conv_weight"], inputs["conv_bias"]
+
+    def variant(**kw):
+        return lambda: F.conv2d(F.interpolate(x, scale_factor=2, **kw), w, b, padding=1)
+
+    return [
+        ("the upsampling is nearest: use mode='bilinear'", variant(mode="nearest")),
+        (
+            "align_corners=True in the upsampling: the default (False) is asked",
+            variant(mode="bilinear", align_corners=True),
+        ),
+        (
+            "the convolution runs before the upsampling: interpolate first, then self.conv",
+            lambda: F.interpolate(F.conv2d(x, w, b, padding=1), scale_factor=2, mode="bilinear"),
+        ),
+    ]
+
+
+def _matrix_mistakes(case: Case, inputs: dict[str, torch.Tensor]) -> list[Mistake]:
+    kernel, length = inputs["kernel"], int(case.params["input_length"])
+
+    def matrix(k):
+        return F.conv1d(torch.eye(length, dtype=k.dtype)[:, None, :], k[None, None])[:, 0, :].T
+
+    return [
+        (
+            "the kernel is reversed in the rows: F.conv1d is a cross-correlation, row i holds "
+            "w[0], ..., w[w−1] at columns i, ..., i + w − 1",
+            lambda: matrix(kernel.flip(0)),
+        ),
+        (
+            "you returned the transposed matrix (the transposed convolution's); conv1d_matrix is "
+            "the convolution's matrix, (L − w + 1) rows by L columns",
+            lambda: matrix(kernel).T,
+        ),
+    ]
+
+
+def _coverage_mistakes(case: Case) -> list[Mistake]:
+    p = case.params
+
+    def coverage(kernel, stride, size):
+        taps = F.conv_transpose2d(
+            torch.ones(1, 1, *size, dtype=torch.float64),
+            torch.ones(1, 1, *kernel, dtype=torch.float64),
+            stride=stride,
+        )
+        return taps[0, 0].round().to(torch.int64)
+
+    k, s, n = (_tuple(p[key], 2) for key in ("kernel_size", "stride", "input_size"))
+    return [
+        (
+            "pairs read in the wrong order: (height, width)",
+            lambda: coverage(k[::-1], s[::-1], n[::-1]).T,
+        ),
+        ("height and width swapped in the output", lambda: coverage(k, s, n).T),
+    ]
+
+
+def _length_mistakes(case: Case) -> list[Mistake]:
+    a = dict(case.params["args"])
+    L, k = a["L"], a["kernel_size"]
+    s, p, op, d = (
+        a.get(n, dv)
+        for n, dv in (("stride", 1), ("padding", 0), ("output_padding", 0), ("dilation", 1))
+    )
+
+    def n(value):
+        return lambda: torch.tensor(value, dtype=torch.int64)
+
+    return [
+        (
+            "forgot the + 1 in (L − 1)·s − 2·p + d·(w − 1) + output_padding + 1",
+            n((L - 1) * s - 2 * p + d * (k - 1) + op),
+        ),
+        ("L·s instead of (L − 1)·s", n(L * s - 2 * p + d * (k - 1) + op + 1)),
+        (
+            "padding added instead of subtracted (it crops the output)",
+            n((L - 1) * s + 2 * p + d * (k - 1) + op + 1),
+        ),
+        (
+            "padding subtracted once instead of twice (p at each end)",
+            n((L - 1) * s - p + d * (k - 1) + op + 1),
+        ),
+        ("output_padding ignored", n((L - 1) * s - 2 * p + d * (k - 1) + 1)),
+        (
+            "dilation ignored: the kernel spans d·(w − 1) + 1",
+            n((L - 1) * s - 2 * p + (k - 1) + op + 1),
+        ),
+        ("d·w instead of d·(w − 1) + 1", n((L - 1) * s - 2 * p + d * k + op)),
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------
+
+
+def grade_case(case: Case, implementation: Any) -> Verdict:
+    """All four steps for one case in this process: inputs, torch, the student, comparison."""
+    inputs = make_inputs(case)
+    expected = reference_outputs(case, inputs)  # torch first, outside the guard
+    try:
+        actual: dict[str, Any] | BaseException = run_student(case, implementation, inputs)
+    except Exception as error:  # the student's exception is a result, judged by compare
+        actual = error
+    return compare(case, inputs, expected, actual)
+
+
+def run_cases(cases: list[Case], implementation: Any, title: str) -> None:
+    """Grade ``cases`` in order, print one line each, raise AssertionError at the first failure."""
+    with _quiet():
+        for case in cases:
+            verdict = grade_case(case, implementation)
+            if not verdict.passed:
+                print(f"FAIL {case.describe()}")
+                raise AssertionError(verdict.message)
+            print(f"ok   {case.describe()}")
+    print(f"{title}: all {len(cases)} cases pass")
+
+
+def check(grade_id: str, implementation: Any) -> None:
+    """The visible check a student runs: every public case of ``grade_id``.
+
+    Prints one line per passing case; raises ``AssertionError`` with the first failure's
+    message. Never writes to stderr.
+    """
+    if grade_id not in PUBLIC_CASES:
+        raise KeyError(f"unknown grade_id {grade_id!r}; known: {', '.join(PUBLIC_CASES)}")
+    run_cases(PUBLIC_CASES[grade_id], implementation, grade_id)
+
+
+# --------------------------------------------------------------------------------------
+# The student's self-check from a terminal
+# --------------------------------------------------------------------------------------
+
+
+def _test_cell_id(cell: dict[str, Any]) -> str | None:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    if cell.get("cell_type") == "code" and meta.get("grade") and not meta.get("solution"):
+        return meta.get("grade_id")
+    return None
+
+
+def _runnable(source: str) -> str:
+    """The cell without IPython magics and shell lines (they mean nothing to plain Python)."""
+    return "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
+
+
+def self_check(notebook_path: str) -> int:
+    """Run a notebook's code cells in order (plain ``exec``) and report each test cell.
+
+    Returns 0 when every visible check passes, 1 otherwise.
+    """
+    with open(notebook_path, encoding="utf-8") as handle:
+        notebook = json.load(handle)
+    folder = os.path.dirname(os.path.abspath(notebook_path))
+    os.chdir(folder)  # as Jupyter does: the notebook's folder is the working directory
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # and importable (course_checks sits next to the notebook)
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    results: list[tuple[str, bool, str]] = []
+    for index, cell in enumerate(notebook.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        grade_id = _test_cell_id(cell)
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed), _quiet():
+                exec(compile(_runnable(source), f"cell {index + 1}", "exec"), namespace)
+            if grade_id:
+                results.append((grade_id, True, ""))
+        except Exception as error:
+            message = (
+                str(error)
+                if isinstance(error, AssertionError)
+                else "".join(traceback.format_exception_only(type(error), error)).strip()
+            )
+            if grade_id:
+                results.append((grade_id, False, message))
+            else:
+                print(f"cell {index + 1} raised {message.splitlines()[0] if message else ''}")
+    passed = sum(ok for _, ok, _ in results)
+    for grade_id, ok, message in results:
+        print(f"{'PASS' if ok else 'FAIL'}  {grade_id}")
+        if not ok:
+            print("      " + message.replace("\n", "\n      "))
+    print(f"{passed}/{len(results)} visible checks pass")
+    return 0 if results and passed == len(results) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python course_checks.py NOTEBOOK.ipynb  (runs the notebook's visible checks)")
+        return 2
+    return self_check(argv[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
