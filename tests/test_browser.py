@@ -174,11 +174,15 @@ def open_chapter(page, site_url: str, chapter: str) -> PageRecord:
     page.on("response", on_response)
     page.on("requestfailed", on_failed)
     page.goto(site_url + chapter + ".html", wait_until="load")
-    # Sphinx loads MathJax only on pages with math; there, wait for the first typesetting.
+    wait_for_math(page)
+    return record
+
+
+def wait_for_math(page) -> None:
+    """Sphinx loads MathJax only on pages with math; there, wait for the first typesetting."""
     if page.locator('script[src*="mathjax"]').count():
         page.wait_for_function("() => window.MathJax && window.MathJax.startup", timeout=15_000)
         page.evaluate("() => window.MathJax.startup.promise")
-    return record
 
 
 def chapter_html(built_book: Path, chapter: str) -> str:
@@ -382,27 +386,45 @@ def test_chapter_screenshots_read_on_laptop_and_phone(page, site_url, chapter, s
     name = chapter.replace("/", "_")
     open_chapter(page, site_url, chapter)
     page.screenshot(path=str(screenshot_dir / f"{name}-laptop.png"), full_page=True)
+    # A phone opens the page at its own size (MathJax lays math out when it typesets).
     page.set_viewport_size(PHONE)
-    page.wait_for_timeout(300)  # let the theme's responsive layout settle
+    page.reload(wait_until="load")
+    wait_for_math(page)
     overflow = page.evaluate(
         """() => {
         const width = document.documentElement.clientWidth;
         const sticksOut = el => el.getBoundingClientRect().right > width + 1;
-        // Wide content inside a scrolling box (code cells, outputs) is fine; elsewhere
-        // it widens the whole page. Name the innermost culprits for the chapter's author.
-        const scrolls = el => ['auto', 'scroll', 'hidden'].includes(getComputedStyle(el).overflowX);
+        // Wide content inside a scrolling box (code cells, outputs) can be scrolled to;
+        // anything else past the edge widens the page or is cut off. Name the innermost
+        // culprits for the chapter's author.
+        const scrolls = el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
         const inScroller = el => {
             for (let up = el.parentElement; up; up = up.parentElement) if (scrolls(up)) return true;
             return false;
         };
-        const culprits = [...document.querySelectorAll('.bd-article *')]
+        // Say which equation (its TeX) or which block of text, not which glyph.
+        const describe = el => {
+            const math = el.closest('mjx-container');
+            if (math && window.MathJax) {
+                const items = MathJax.startup.document.getMathItemsWithin(math);
+                if (items.length) return `math: ${items[0].math.trim().slice(0, 70)}`;
+            }
+            const block = el.closest('p, li, td, th, h1, h2, h3, h4, .prev-next-info') || el;
+            return `<${block.tagName.toLowerCase()}> ${block.textContent.trim().slice(0, 70)}`;
+        };
+        const culprits = [...document.querySelectorAll('.bd-article *, .prev-next-footer *')]
+            // A formula counts as one box: MathJax's glyph boxes may poke past it.
+            .filter(el => !el.parentElement.closest('mjx-container'))
             .filter(el => sticksOut(el) && !inScroller(el)
-                          && ![...el.children].some(child => sticksOut(child)))
-            .slice(0, 5)
-            .map(el => `<${el.tagName.toLowerCase()}> ${el.textContent.trim().slice(0, 70)}`);
+                          && (el.tagName === 'MJX-CONTAINER' || ![...el.children].some(sticksOut)))
+            .map(describe);
         const wideImages = [...document.querySelectorAll('.bd-article img')]
             .filter(sticksOut).map(img => img.getAttribute('src').slice(0, 60));
-        return {page: document.documentElement.scrollWidth - width, culprits, wideImages};
+        return {
+            page: document.documentElement.scrollWidth - width,
+            culprits: [...new Set(culprits)].slice(0, 5),
+            wideImages,
+        };
     }"""
     )
     page.screenshot(path=str(screenshot_dir / f"{name}-phone.png"), full_page=True)
@@ -410,4 +432,5 @@ def test_chapter_screenshots_read_on_laptop_and_phone(page, site_url, chapter, s
         f"the page scrolls sideways on a phone by {overflow['page']}px; "
         f"too wide: {overflow['culprits']}"
     )
+    assert not overflow["culprits"], f"cut off at a phone's right edge: {overflow['culprits']}"
     assert not overflow["wideImages"], f"images wider than a phone: {overflow['wideImages']}"
