@@ -80,7 +80,11 @@ def test_ruff_is_clean(repo_root, command):
     )
     # Name the offending files first: ruff's full diff of many files drowns them.
     files = sorted(
-        set(re.findall(r"^(?:\s*-->\s*)?([\w./-]+\.(?:py|ipynb)):\d+", result.stdout, re.M))
+        set(
+            re.findall(
+                r"^(?:\s*-->\s*)?([\w./-]+\.(?:py|ipynb)):(?:cell \d+:)?\d+", result.stdout, re.M
+            )
+        )
     )
     assert result.returncode == 0, (
         f"ruff {' '.join(command)} fails in {files}:\n{result.stdout[-4000:]}{result.stderr}"
