@@ -575,7 +575,7 @@ def _public_cases() -> dict[str, list[Case]]:
         # --- 02: conv_transpose2d ----------------------------------------------------
         _ct2("ct2d_basic", (1, 1, 3, 3), (1, 1, 2, 2), seed=40, ints=True),
         _ct2("ct2d_basic", (1, 1, 2, 3), (1, 1, 3, 2), seed=41),
-        _ct2("ct2d_channels_batch", (2, 3, 4, 4), (3, 2, 3, 3), seed=42),
+        _ct2("ct2d_channels_batch", (2, 3, 3, 3), (3, 2, 2, 3), seed=42),
         _ct2("ct2d_channels_batch", (2, 2, 3, 4), (2, 2, 2, 3), seed=43),
         _ct2("ct2d_unbatched", (3, 4, 4), (3, 2, 2, 2), seed=44),
         _ct2("ct2d_unbatched", (1, 3, 3), (1, 1, 3, 3), seed=45, kwargs={"stride": 2}),
@@ -650,7 +650,7 @@ def _public_cases() -> dict[str, list[Case]]:
             kwargs={"padding": 1, "dilation": (2, 3), "output_padding": (1, 2)},
         ),
         _ct2("ct2d_groups", (1, 4, 3, 3), (4, 2, 2, 2), seed=61, kwargs={"groups": 2}),
-        _ct2("ct2d_groups", (2, 4, 3, 3), (4, 1, 3, 3), seed=62, kwargs={"stride": 2, "groups": 4}),
+        _ct2("ct2d_groups", (2, 4, 3, 3), (4, 1, 2, 2), seed=62, kwargs={"stride": 2, "groups": 4}),
         _ct2("ct2d_groups", (1, 6, 2, 2), (6, 1, 2, 3), seed=63, kwargs={"groups": 3}),
         _ct2("ct2d_bias", (2, 3, 3, 3), (3, 2, 2, 2), bias=True, seed=64),
         _ct2(
@@ -665,7 +665,7 @@ def _public_cases() -> dict[str, list[Case]]:
         _ct2("ct2d_bias", (1, 2, 3, 3), (2, 1, 2, 2), seed=66, bias_none=True),
         _ct2(
             "ct2d_dtypes",
-            (2, 2, 3, 3),
+            (1, 2, 3, 3),
             (2, 3, 3, 3),
             bias=True,
             seed=67,
@@ -685,7 +685,7 @@ def _public_cases() -> dict[str, list[Case]]:
         _ct2(
             "ct2d_gradients",
             (2, 2, 3, 3),
-            (2, 2, 3, 3),
+            (2, 2, 2, 3),
             bias=True,
             seed=70,
             dtype="float64",
@@ -1195,6 +1195,13 @@ class ForbiddenKernelGuard(TorchDispatchMode):
             raise
         if self.reached:
             raise ForbiddenKernelError(self.reached[0])
+
+
+def warm_up() -> None:
+    """Pay the guard's one-time cost now (torch imports its compiler stack, seconds, the first
+    time any dispatch mode is entered): a grader that forks workers calls this first."""
+    with ForbiddenKernelGuard().watching():
+        torch.ones(1) + 1
 
 
 @contextlib.contextmanager
@@ -2307,10 +2314,10 @@ def _coverage_mistakes(case: Case) -> list[Mistake]:
     k, s, n = (_tuple(p[key], 2) for key in ("kernel_size", "stride", "input_size"))
     return [
         (
-            "pairs read in the wrong order: (height, width)",
-            lambda: coverage(k[::-1], s[::-1], n[::-1]).T,
-        ),
-        ("height and width swapped in the output", lambda: coverage(k, s, n).T),
+            "height and width swapped: each pair is (height, width), and the map is indexed "
+            "[row, column]",
+            lambda: coverage(k[::-1], s[::-1], n[::-1]),
+        )
     ]
 
 

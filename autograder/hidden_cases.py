@@ -19,6 +19,9 @@ from autograder.course_checks import GRADE_IDS, Case, run_cases
 #: How many cases each hidden test draws.
 CASES_PER_GRADE_ID = 4
 
+#: The most multiply-adds a conv case asks of a plain-loop answer (batch·C_in·C_out/g·|x|·|w|).
+LOOP_BUDGET = 400
+
 #: The environment variable the CI grader (or an instructor) sets to fix the draw.
 SEED_VARIABLE = "COURSE_GRADING_SEED"
 
@@ -98,6 +101,18 @@ def _conv_case(grade_id: str, rng: random.Random, n: int) -> Case:
     batch = 1 if feature in ("basic",) else rng.randint(1, 3)
     if feature == "basic":
         cin, cout_g = 1, 1
+    # A plain-loop answer does batch·C_in·(C_out/g)·|input|·|kernel| multiply-adds in
+    # Python (each a few dispatched tensor ops, and as many autograd nodes for gradients).
+    budget = LOOP_BUDGET // 2 if feature == "gradients" else LOOP_BUDGET
+    while batch * cin * cout_g * math.prod(in_size) * math.prod(kernel) > budget:
+        if batch > 1:
+            batch -= 1
+        elif cout_g > 1:
+            cout_g -= 1
+        elif cin > groups:
+            cin -= groups
+        else:
+            break
     input_shape = [cin, *in_size] if unbatched else [batch, cin, *in_size]
     params: dict[str, Any] = {
         "input": input_shape,

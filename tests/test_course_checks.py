@@ -871,3 +871,44 @@ def test_the_command_line_self_check(tmp_path):
         assert "PASS  ct1d_stride" in result.stdout
         if status:
             assert "FAIL  ct1d_basic" in result.stdout and "shape" in result.stdout
+
+
+def test_the_public_cases_cover_the_plan():
+    conv = [c for g in CONV_IDS for c in cc.PUBLIC_CASES[g] if c.target.startswith("conv_tr")]
+    kwargs = [v for c in conv for v in c.params["kwargs"].values()]
+    assert any(isinstance(v, int) and v > 1 for v in kwargs)
+    assert any(isinstance(v, tuple) for v in kwargs)
+    assert any(len(c.params["input"]) == len(c.params["weight"]) - 1 for c in conv)  # unbatched
+    assert any(c.params["bias"] for c in conv) and any(c.params.get("bias_none") for c in conv)
+    assert {c.params["dtype"] for c in conv} == {"float32", "float64"}
+    assert any(c.params.get("grad") for c in conv)
+    assert any(c.params["kwargs"].get("groups", 1) > 1 for c in conv)
+    raising = [c for c in conv if _torch_should_raise(c)]
+    assert {c.grade_id for c in raising} == {"ct1d_output_padding", "ct2d_output_padding"}
+
+
+def test_resize_conv_and_coverage_mistakes_are_named():
+    class NearestResize(NaiveResizeConv2d):
+        def forward(self, x):
+            return self.conv(naive_interpolate(x, scale_factor=2, mode="nearest"))
+
+    verdict = cc.grade_case(cc.PUBLIC_CASES["interp_resize_conv"][0], NearestResize)
+    assert not verdict.passed and "nearest" in verdict.diagnosis
+    assert cc.grade_case(cc.PUBLIC_CASES["interp_resize_conv"][0], NaiveResizeConv2d).passed
+
+    case = next(
+        c
+        for c in cc.PUBLIC_CASES["ct2d_coverage_map"]
+        if c.params["stride"] == [1, 2] or c.params["stride"] == (1, 2)
+    )
+    expected = cc.reference_outputs(case, {})
+    swapped = naive_coverage_map(
+        *(_as_tuple(case.params[k], 2)[::-1] for k in ("kernel_size", "stride", "input_size"))
+    )
+    verdict = cc.compare(case, {}, expected, {"output": swapped})
+    assert not verdict.passed and "(height, width)" in verdict.diagnosis
+
+
+def test_warm_up_leaves_no_guard_behind():
+    cc.warm_up()
+    F.conv_transpose1d(_X1, _W1)  # outside the guard, torch's own kernel is fine
