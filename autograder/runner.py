@@ -226,9 +226,11 @@ def _set_limits(job: dict) -> None:
     limit(resource.RLIMIT_FSIZE, int(job["file_bytes"]))
     limit(resource.RLIMIT_NPROC, int(job["processes"]))
     limit(resource.RLIMIT_CORE, 0)
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[0])
-    limit(resource.RLIMIT_AS, pages * resource.getpagesize() + int(job["memory_bytes"]))
+    base = job.get("base_bytes")
+    if not isinstance(base, int):  # measured by the grader from outside; else our own
+        with open("/proc/self/statm") as handle:
+            base = int(handle.read().split()[0]) * resource.getpagesize()
+    limit(resource.RLIMIT_AS, base + int(job["memory_bytes"]))
 
 
 def _drop_privileges(uid: int | None, gid: int | None) -> None:
@@ -305,7 +307,11 @@ def _child(job_dir: str, job: dict, control_fds: tuple[int, int], setup: dict) -
 def _descendants(root_pid: int) -> list[int]:
     """The live processes whose parent chain leads to ``root_pid`` (from /proc)."""
     parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
         if not entry.isdigit():
             continue
         try:

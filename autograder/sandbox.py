@@ -119,7 +119,12 @@ def bwrap_command(grader_dir: str, jobs_dir: str, user_namespace: bool = True) -
         "/sys/devices/system/cpu",
     ):
         command += ["--ro-bind-try", etc, etc]
-    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    # No /proc: a submission then cannot reach the worker's control pipe through
+    # /proc/<pid>/fd (same uid in the sandbox), nor see any process. torch only misses
+    # /proc/cpuinfo (bound alone, read-only) for its CPU detection.
+    command += ["--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/proc"]
+    command += ["--ro-bind-try", "/proc/cpuinfo", "/proc/cpuinfo"]
+    command += ["--ro-bind-try", "/etc/fonts", "/etc/fonts"]
     for path in _python_paths():
         command += ["--ro-bind", path, path]
     command += ["--ro-bind", grader_dir, SANDBOX_HOME, "--bind", jobs_dir, SANDBOX_JOBS]
@@ -199,7 +204,7 @@ def describe_sandbox(mode: str, note: str = "") -> str:
         return (
             "bubblewrap: read-only view of /usr and the Python install only (no course "
             "repository, no hidden cases, no solutions, no output folder, no other "
-            "submission), private /tmp and job folder, no network, own PID namespace, "
+            "submission, no /proc), private /tmp and job folder, no network, own PID namespace, "
             f"uid {NOBODY} in a user namespace, no capabilities; rlimits on CPU time, "
             "address space, processes and file size; wall-clock timeout kills the sandbox"
         )
@@ -234,6 +239,25 @@ def _install_readable_by_nobody() -> bool:
     return all(_readable_by_nobody(path) for path in needed)
 
 
+def _host_descendants(root: int) -> list[int]:
+    """The processes below ``root`` (breadth first), from the host's /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    ppid = int(handle.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    found, frontier = [], [root]
+    while frontier:
+        children = parents.get(frontier.pop(0), [])
+        found += children
+        frontier += children
+    return found
+
+
 class Worker:
     """One job slot: a zygote in the sandbox, restarted after a timeout or a crash."""
 
@@ -244,6 +268,7 @@ class Worker:
         self.jobs_dir = tempfile.mkdtemp(prefix="slot-", dir=work_root)
         os.chmod(self.jobs_dir, 0o711)  # nobody may enter its own job folder, not list others
         self.process: subprocess.Popen | None = None
+        self.base_bytes: int | None = None
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log = open(os.path.join(work_root, os.path.basename(self.jobs_dir) + ".log"), "ab")
 
@@ -280,7 +305,22 @@ class Worker:
                 self.kill()
                 raise RuntimeError(f"the sandbox worker did not start ({self.log.name})")
             if message.get("ready"):
+                self.base_bytes = self._worker_address_space()
                 return
+
+    def _worker_address_space(self) -> int | None:
+        """The zygote's virtual size, read from the host's /proc (the sandbox has none):
+        the children's address-space limit is this plus ``Limits.memory_bytes``."""
+        try:
+            for pid in [self.process.pid] + _host_descendants(self.process.pid):
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    if b"runner.py" not in handle.read():
+                        continue
+                with open(f"/proc/{pid}/statm") as handle:
+                    return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
 
     @staticmethod
     def _read(process: subprocess.Popen, lines: queue.Queue) -> None:
@@ -323,7 +363,7 @@ class Worker:
                 self.start()
             except (OSError, RuntimeError) as error:
                 return JobOutcome(False, False, None, time.monotonic() - start, str(error))
-        request = dict(limits.for_job(), job=name)
+        request = dict(limits.for_job(), job=name, base_bytes=self.base_bytes)
         try:
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             self.process.stdin.flush()
