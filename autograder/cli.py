@@ -95,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run_grade(args: argparse.Namespace) -> int:
     shard = grading.parse_shard(args.shard) if args.shard else None
     release = grading.Release(args.release)
-    submissions = [s for s in grading.discover(args.paths) if grading.in_shard(s, shard)]
-    if not submissions and shard is None:
+    found = grading.discover(args.paths)
+    if not found:
         raise grading.GraderError(f"no notebooks found in {' '.join(args.paths)}")
+    # A shard may be empty (few notebooks, many shards): that is not an error.
+    submissions = [s for s in found if grading.in_shard(s, shard)]
     if args.jobs < 1:
         raise grading.GraderError("--jobs must be at least 1")
     grader = grading.Grader(
