@@ -252,11 +252,18 @@ class ForbiddenKernelError(RuntimeError):
     """Raised at torch's dispatcher when a graded call reaches a forbidden kernel."""
 
     def __init__(self, kernel: str):
-        super().__init__(
-            f"your code reached torch's own kernel {kernel!r}, which this exercise asks you "
-            "to write yourself (transposed convolution, convolution backward, "
-            "upsampling/interpolation and grid sampling are not allowed)"
-        )
+        if kernel.startswith("("):
+            message = (
+                f"{kernel[1:-1]}: your code took torch's dispatcher guard off during the "
+                "graded call, which counts as reaching a forbidden kernel"
+            )
+        else:
+            message = (
+                f"your code reached torch's own kernel {kernel!r}, which this exercise asks "
+                "you to write yourself (transposed convolution, convolution backward, "
+                "upsampling/interpolation and grid sampling are not allowed)"
+            )
+        super().__init__(message)
         self.kernel = kernel
 
 
@@ -1155,19 +1162,56 @@ def forbidden_kernel(op_name: str, args: tuple = (), kwargs: dict | None = None)
     )
 
 
-class ForbiddenKernelGuard(TorchDispatchMode):
-    """A dispatch mode that refuses torch's forbidden kernels, whatever the Python route.
+_OVERRIDE_KEYS = ("CPU", "CompositeExplicitAutograd", "CompositeExplicitAutogradNonFunctional")
+_override_targets: list[str] = []
 
-    Every aten op that runs while the guard is active passes through here (after
-    CompositeImplicit ops such as ``conv_transpose1d`` or ``interpolate`` have been lowered to
-    ``convolution``/``upsample_*``, and including the backward ops autograd runs inside the
-    guarded call). A forbidden op raises ``ForbiddenKernelError`` and is remembered in
-    ``reached``, so that a submission that catches the error is still caught.
+
+def _kernel_override_targets() -> list[str]:
+    """The aten overloads (``upsample_bilinear2d``, ``_convolution.out``...) the guard's second
+    layer replaces on the CPU while armed: every forbidden op that has a real kernel, and
+    ``_convolution`` (which runs a transposed convolution without any further op)."""
+    if not _override_targets:
+        for name in torch._C._dispatch_get_all_op_names():
+            if not name.startswith("aten::"):
+                continue
+            overload = name.split("::", 1)[1]
+            base = overload.split(".")[0]
+            if not (base == "_convolution" or forbidden_kernel(name)):
+                continue
+            if torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeImplicitAutograd"):
+                continue  # lowered to other ops, which are caught themselves
+            if any(torch._C._dispatch_has_kernel_for_dispatch_key(name, k) for k in _OVERRIDE_KEYS):
+                _override_targets.append(overload)
+    return _override_targets
+
+
+class _CanaryHit(Exception):
+    """The guard's own probe reached its own kernel: the second layer is still in place."""
+
+
+class ForbiddenKernelGuard(TorchDispatchMode):
+    """Refuses torch's forbidden kernels during a graded call, whatever the route.
+
+    Two layers, both at torch's dispatcher:
+
+    * a dispatch mode: every aten op called in this thread passes through
+      ``__torch_dispatch__`` (after CompositeImplicit ops such as ``conv_transpose1d`` or
+      ``interpolate`` are lowered to ``convolution``/``upsample_*``, and including backward
+      ops that autograd runs inside the call); it names the op as the student wrote it;
+    * while armed, CPU kernels registered with ``torch.library`` in place of the forbidden
+      ops (and of ``_convolution``, which lets non-transposed convolutions through). They
+      are process-wide, so they also catch other threads, a popped or disabled mode and
+      ``torch.inference_mode``; a probe at the end checks that they are still in place.
+
+    A forbidden op raises ``ForbiddenKernelError`` and is remembered in ``reached``, so a
+    submission that catches the error is still caught.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.reached: list[str] = []
+        self._library: Any = None
+        self._probing = False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name
@@ -1178,14 +1222,90 @@ class ForbiddenKernelGuard(TorchDispatchMode):
             raise ForbiddenKernelError(name)
         return func(*args, **(kwargs or {}))
 
+    def _refuse(self, name: str) -> None:
+        if self._probing:
+            raise _CanaryHit(name)
+        self.reached.append(name)
+        raise ForbiddenKernelError(name)
+
+    def _kernel_for(self, overload: str) -> Callable[..., Any]:
+        base, _, variant = overload.partition(".")
+        if base == "_convolution":
+            original = getattr(torch.ops.aten._convolution, variant or "default")
+            explicit = torch._C.DispatchKey.CompositeExplicitAutograd
+
+            def convolution_kernel(*args, **kwargs):
+                transposed = args[6] if len(args) > 6 else kwargs.get("transposed", False)
+                if transposed:
+                    self._refuse("aten::_convolution(transposed=True)")
+                return original._op_dk(explicit, *args, **kwargs)
+
+            return convolution_kernel
+
+        def refusing_kernel(*args, **kwargs):
+            self._refuse(f"aten::{overload}")
+
+        return refusing_kernel
+
+    def _arm(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns that a kernel is overridden
+            library = torch.library.Library("aten", "IMPL")
+            for overload in _kernel_override_targets():
+                library.impl(overload, self._kernel_for(overload), "CPU")
+        self._library = library
+
+    def _disarm(self) -> bool:
+        """Remove the kernels; True when they were still in place (the probe reached them)."""
+        intact = True
+        self._probing = True
+        try:
+            for probe in (
+                lambda: torch.ops.aten.upsample_nearest1d.default(torch.zeros(1, 1, 1), [2]),
+                lambda: torch.ops.aten._convolution.default(
+                    torch.zeros(1, 1, 1),
+                    torch.zeros(1, 1, 1),
+                    None,
+                    [1],
+                    [0],
+                    [1],
+                    True,
+                    [0],
+                    1,
+                    False,
+                    False,
+                    True,
+                    True,
+                ),
+            ):
+                try:
+                    with torch._C._DisableTorchDispatch():
+                        probe()
+                    intact = False
+                except _CanaryHit:
+                    pass
+                except Exception:
+                    intact = False
+        finally:
+            self._probing = False
+            if self._library is not None:
+                self._library._destroy()
+                self._library = None
+        return intact
+
     @contextlib.contextmanager
     def watching(self) -> Iterator[ForbiddenKernelGuard]:
         """Run a block under the guard; raise ``ForbiddenKernelError`` afterwards if the block
         reached a forbidden kernel (even if it caught the error) or switched the guard off."""
+        self._arm()
         try:
-            with self:
-                yield self
-                if self not in _get_current_dispatch_mode_stack():
+            try:
+                with self:
+                    yield self
+                    if self not in _get_current_dispatch_mode_stack():
+                        self.reached.append("(the kernel guard was switched off)")
+            finally:
+                if not self._disarm():
                     self.reached.append("(the kernel guard was switched off)")
         except ForbiddenKernelError:
             raise
