@@ -157,9 +157,7 @@ def test_the_batch_ran_and_wrote_its_reports(graded_corpus):
     assert len(rows) == len(CASES)
     for fixture, assignment in CASES:
         results = graded_corpus.results(fixture, assignment)
-        mine = [
-            row for row in rows if fixture in row["student"] and assignment in row["assignment"]
-        ]
+        mine = [row for row in rows if (row["student"], row["assignment"]) == (fixture, assignment)]
         assert mine, f"no grades.csv row for {fixture}/{assignment}"
         assert {float(row["score"]) for row in mine} == {float(results["score"])}
 
@@ -190,6 +188,9 @@ def test_a_submission_writing_results_gains_nothing(graded_corpus):
     results = graded_corpus.results("writes_results", "01_conv_transpose1d")
     assert results["score"] == 0
     assert {test["name"] for test in results["tests"]} == set(PLAN_POINTS["01_conv_transpose1d"])
+    planted = [p for p in graded_corpus.out.rglob("*") if "PWNED" in p.name]
+    assert not planted, f"files planted in the output folder: {planted}"
+    assert not (graded_corpus.out / "results.json").exists(), "a results.json at the top of --out"
     for path in graded_corpus.out.rglob("results.json"):
         data = json.loads(path.read_text(encoding="utf-8"))
         assert data.get("tests"), f"{path} holds no tests: not written by the grader"
