@@ -673,6 +673,11 @@ class Grader:
             notes.append(f"The sandbox failed: {outcome.worker_error}")
         else:
             stopped = "the submission's process ended (os._exit, a crash, or a limit)"
+        if outcome.stray_processes:
+            notes.append(
+                f"Your cells left {outcome.stray_processes} process(es) running: they were "
+                "stopped before the graded calls, which run alone."
+            )
         report = _read_json(job_dir / "cells_report.json")
         if isinstance(report, list):
             for entry in report[:200]:

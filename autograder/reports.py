@@ -127,6 +127,8 @@ def summary_markdown(rows: list[Row], title: str = "Autograder results") -> str:
         output = str(row.results.get("output", ""))
         if "forbidden kernel" in json.dumps(row.results.get("tests", [])):
             reasons.append("forbidden kernel reached")
+        if "The sandbox failed" in output:
+            reasons.append("the sandbox worker died (killed by the submission?)")
         if "modified the grader" in output:
             reasons.append("tampered with the checks")
         if "The notebook" in output and "score 0" in output:

@@ -3,17 +3,24 @@
 This file runs INSIDE the sandbox, as a script (``python -I -B runner.py``), next to a copy
 of ``course_checks.py``; it imports nothing from the ``autograder`` package, which the
 sandbox does not contain. The zygote imports torch and the checks once, then, for each job
-the trusted grader sends, forks a child that:
+the trusted grader sends:
 
-* redirects its stdout/stderr to files, takes its own process group and temporary
-  directory, sets rlimits (CPU time, address space, processes, file size) and, outside
-  bubblewrap, drops to ``nobody`` when it can;
-* executes the student's code cells with plain ``exec`` in one namespace (a cell that
-  raises is reported and the next cells still run; IPython's ``%``/``!`` lines are
-  reported as unsupported and skipped);
-* only then loads the cases and their inputs, and for each case calls
-  ``course_checks.run_student`` under the kernel guard, and writes the outputs
-  (safetensors) and a small JSON status.
+* takes the job's cases and inputs out of the job folder and holds them (no student code
+  has run yet, and none can read the zygote's memory: it is not dumpable, and the sandbox
+  has no /proc);
+* forks stage A, which redirects its stdout/stderr to files, takes its own process group
+  and temporary directory, sets rlimits (CPU time, address space, processes, file size)
+  and, outside bubblewrap, drops to ``nobody`` when it can; then executes the student's
+  code cells with plain ``exec`` in one namespace (a cell that raises is reported and the
+  next cells still run; IPython's ``%``/``!`` lines are reported as unsupported and
+  skipped);
+* A forks stage B and exits, ending every thread the cells started; the zygote kills every
+  process the cells left, then sends B the cases and inputs; B calls
+  ``course_checks.run_student`` for each case under the kernel guard and writes the
+  outputs (safetensors) and a small JSON status per case.
+
+So no student code runs while the inputs exist outside a graded call, except what a
+graded call itself starts.
 
 Everything the child writes is untrusted: the grader reads it back with safe loaders and
 compares in its own process. The zygote never reports a result, only that the child ended.
@@ -177,14 +184,15 @@ def _run_cells(cells: list[dict], namespace: dict, report_path: str) -> list[dic
     return report
 
 
-def _run_cases(job_dir: str, checks, namespace: dict, save_file, load_file) -> None:
-    cases = json.loads(open(os.path.join(job_dir, CASES_FILE), encoding="utf-8").read())
-    inputs_all = load_file(os.path.join(job_dir, INPUTS_FILE))
-    forbidden_error = checks.ForbiddenKernelError
+def _run_cases(job_dir: str, setup: dict, namespace: dict, cases, inputs_all) -> None:
+    # The checks' functions as the worker bound them, before any student code ran.
+    run_student, export_outputs = setup["run_student"], setup["export_outputs"]
+    case_from_json, forbidden_error = setup["case_from_json"], setup["forbidden_error"]
+    save_file = setup["save_file"]
     for index, spec in enumerate(cases):
         status_path = os.path.join(job_dir, f"case_{index}.json")
         _write_json(status_path, {"state": "started"})
-        case = checks.Case.from_json(spec)
+        case = case_from_json(spec)
         prefix = f"{index}/"
         inputs = {k[len(prefix) :]: v for k, v in inputs_all.items() if k.startswith(prefix)}
         status = {"state": "finished", "error": None, "kernel": None, "others": {}}
@@ -195,10 +203,10 @@ def _run_cases(job_dir: str, checks, namespace: dict, save_file, load_file) -> N
             status["missing"] = True
         else:
             try:
-                outputs = checks.run_student(case, namespace[case.target], inputs)
+                outputs = run_student(case, namespace[case.target], inputs)
                 if not isinstance(outputs, dict):
                     raise TypeError(f"run_student returned a {type(outputs).__name__}")
-                tensors, others = checks.export_outputs(outputs)
+                tensors, others = export_outputs(outputs)
                 save_file(tensors, os.path.join(job_dir, f"case_{index}.safetensors"))
                 status["others"] = others
             except forbidden_error as error:
@@ -241,11 +249,40 @@ def _drop_privileges(uid: int | None, gid: int | None) -> None:
     os.setuid(uid)
 
 
-def _child(job_dir: str, job: dict, control_fds: tuple[int, int], setup: dict) -> None:
-    """The forked child: never returns (``os._exit``)."""
+def _read_exactly(fd: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError("the worker closed the pipe")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _send_blob(fd: int, blob: bytes) -> None:
+    data = len(blob).to_bytes(8, "big") + blob
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _receive_blob(fd: int) -> bytes:
+    return _read_exactly(fd, int.from_bytes(_read_exactly(fd, 8), "big"))
+
+
+def _child(job_dir: str, job: dict, fds: dict[str, int], setup: dict) -> None:
+    """The forked child (stage A, then B): never returns (``os._exit``).
+
+    Stage A runs the student's cells. It never sees the cases nor their inputs: the
+    worker took them out of the job folder before A started. After the cells, A forks
+    stage B and exits at once, which ends every thread the cells started; the worker kills
+    every other process the cells left, and only then hands the cases and inputs to B,
+    which runs them.
+    """
+    code = 3
     try:
         os.setpgid(0, 0)
-        for fd in control_fds:
+        for fd in (fds["control_in"], fds["control_out"], fds["to_child_w"], fds["from_child_r"]):
             os.close(fd)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -267,7 +304,6 @@ def _child(job_dir: str, job: dict, control_fds: tuple[int, int], setup: dict) -
                     os.chown(os.path.join(root, name), setup["drop_uid"], setup["drop_uid"])
             _drop_privileges(setup["drop_uid"], setup["drop_uid"])
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
-        _prctl(PR_SET_DUMPABLE, 1)  # the child may read its own /proc entries
         _set_limits(job)
         # Writing past the file-size limit then fails with an error instead of killing us.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -284,15 +320,32 @@ def _child(job_dir: str, job: dict, control_fds: tuple[int, int], setup: dict) -
         sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
 
         checks = setup["checks"]
-        save_file, load_file = setup["save_file"], setup["load_file"]
+        load_bytes = setup["load_bytes"]
         before = setup["snapshot"]
+        to_child, from_child = fds["to_child_r"], fds["from_child_w"]
+        _read_exactly(to_child, 1)  # the worker has taken the cases out of the job folder
         cells = json.loads(open(os.path.join(job_dir, CELLS_FILE), encoding="utf-8").read())
         os.unlink(os.path.join(job_dir, CELLS_FILE))
         namespace = {"__name__": "__main__", "__builtins__": builtins}
         report_path = os.path.join(job_dir, CELL_REPORT_FILE)
         _write_json(report_path, _run_cells(cells, namespace, report_path))
         _write_json(os.path.join(job_dir, TAMPER_FILE), _tampered(checks, before))
-        _run_cases(job_dir, checks, namespace, save_file, load_file)
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+        stage_b = os.fork()
+        if stage_b:
+            os.write(from_child, f"{stage_b}\n".encode())
+            os._exit(0)  # ends every thread the cells started
+        gc.disable()  # no finaliser of the student's objects runs while the inputs are here
+        os.setpgid(0, 0)
+        cases = json.loads(_receive_blob(to_child))
+        inputs_all = load_bytes(_receive_blob(to_child))
+        _run_cases(job_dir, setup, namespace, cases, inputs_all)
+        # A graded call may have patched the checks for the next ones: look again.
+        tampered = _tampered(checks, before)
+        if tampered:
+            _write_json(os.path.join(job_dir, TAMPER_FILE), tampered)
         _write_json(os.path.join(job_dir, DONE_FILE), {"done": True})
         code = 0
     except BaseException:
@@ -300,8 +353,77 @@ def _child(job_dir: str, job: dict, control_fds: tuple[int, int], setup: dict) -
             traceback.print_exc()
         except BaseException:
             pass
-        code = 3
     os._exit(code)
+
+
+def _kill_all_but(keep: set[int]) -> int:
+    """In the sandbox's PID namespace: kill every process except ``keep`` (and init); how
+    many there were. There is no /proc to list them; the namespace's PIDs are small
+    numbers, so try each."""
+    killed = 0
+    for pid in range(2, 1 << 15):
+        if pid not in keep:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+    return killed
+
+
+def _run_job(job: dict, jobs_dir: str, setup: dict, fds: dict[str, int], writer) -> tuple[int, int]:
+    """Fork stage A, feed stage B, wait for both: the wait status of the job's end, and how
+    many processes the cells had left running (killed before the graded calls)."""
+    job_dir = os.path.join(jobs_dir, job["job"])
+    # Out of the job folder before any student code runs; held here, where it cannot look.
+    cases_blob = open(os.path.join(job_dir, CASES_FILE), "rb").read()
+    inputs_blob = open(os.path.join(job_dir, INPUTS_FILE), "rb").read()
+    os.unlink(os.path.join(job_dir, CASES_FILE))
+    os.unlink(os.path.join(job_dir, INPUTS_FILE))
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    fds = dict(fds, to_child_r=to_child_r, to_child_w=to_child_w)
+    fds.update(from_child_r=from_child_r, from_child_w=from_child_w)
+    stage_a = os.fork()
+    if stage_a == 0:
+        _child(job_dir, job, fds, setup)
+    os.close(to_child_r)
+    os.close(from_child_w)
+    writer.write(json.dumps({"job": job["job"], "pid": stage_a}) + "\n")
+    writer.flush()
+    status, stray = None, 0
+    try:
+        os.write(to_child_w, b"g")
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(from_child_r, 64)
+            if not chunk:
+                break
+            line += chunk
+        _, status = os.waitpid(stage_a, 0)
+        if line.strip().isdigit():
+            stage_b = int(line)
+            writer.write(json.dumps({"job": job["job"], "pid": stage_b}) + "\n")
+            writer.flush()
+            if setup["pid_namespace"]:
+                stray = _kill_all_but({os.getpid(), stage_b})
+            else:
+                try:
+                    os.killpg(stage_a, signal.SIGKILL)  # what the cells left in A's group
+                except (ProcessLookupError, PermissionError):
+                    pass
+            try:
+                _send_blob(to_child_w, cases_blob)
+                _send_blob(to_child_w, inputs_blob)
+            except OSError:
+                pass
+            _, status = os.waitpid(stage_b, 0)
+    except (OSError, ChildProcessError):
+        pass
+    finally:
+        os.close(to_child_w)
+        os.close(from_child_r)
+    return (status if isinstance(status, int) else -1), stray
 
 
 def _descendants(root_pid: int) -> list[int]:
@@ -381,14 +503,20 @@ def main() -> None:
             importlib.import_module(name)
         except Exception:
             pass
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load as load_bytes
+    from safetensors.torch import save_file
 
     checks = _load_course_checks(args.checks)
     setup = {
         "checks": checks,
         "snapshot": _snapshot(checks),
         "save_file": save_file,
-        "load_file": load_file,
+        "load_bytes": load_bytes,
+        "run_student": checks.run_student,
+        "export_outputs": checks.export_outputs,
+        "case_from_json": checks.Case.from_json,
+        "forbidden_error": checks.ForbiddenKernelError,
+        "pid_namespace": args.pid_namespace,
         "drop_uid": args.drop_uid,
         "unshare_net": args.unshare_net,
     }
@@ -401,17 +529,12 @@ def main() -> None:
 
     writer.write(json.dumps({"ready": True}) + "\n")
     writer.flush()
+    fds = {"control_in": control_in, "control_out": control_out}
     for line in reader:
         job = json.loads(line)
-        job_dir = os.path.join(args.jobs_dir, job["job"])
-        pid = os.fork()
-        if pid == 0:
-            _child(job_dir, job, (control_in, control_out), setup)
-        writer.write(json.dumps({"job": job["job"], "pid": pid}) + "\n")
-        writer.flush()
-        _, status = os.waitpid(pid, 0)
+        status, stray = _run_job(job, args.jobs_dir, setup, fds, writer)
         _sweep(args.pid_namespace)
-        writer.write(json.dumps({"job": job["job"], "ended": status}) + "\n")
+        writer.write(json.dumps({"job": job["job"], "ended": status, "stray": stray}) + "\n")
         writer.flush()
 
 

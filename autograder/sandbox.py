@@ -61,6 +61,7 @@ class JobOutcome:
     wait_status: int | None
     seconds: float
     worker_error: str | None = None
+    stray_processes: int = 0  # left running by the cells, killed before the graded calls
 
 
 def _sandbox_env() -> dict[str, str]:
@@ -391,7 +392,8 @@ class Worker:
                 child_pid = message["pid"]
             if "ended" in message:
                 status = message["ended"] if isinstance(message["ended"], int) else None
-                return JobOutcome(True, False, status, time.monotonic() - begun)
+                stray = message.get("stray") if isinstance(message.get("stray"), int) else 0
+                return JobOutcome(True, False, status, time.monotonic() - begun, None, stray)
 
     def kill(self, child_pid: int | None = None) -> None:
         """Kill the whole sandbox: the worker's process group, and the child's outside bwrap."""

@@ -230,6 +230,10 @@ def batch(tmp_path_factory) -> dict:
         str(REPO_ROOT / "autograder" / "hidden_cases.py"),
         str(REPO_ROOT / "autograder" / "grading.py"),
         str(REPO_ROOT / "pyproject.toml"),
+        # The job's own cases and inputs (the hidden ones too): the worker holds them
+        # until the cells have run, and they never sit in the job folder.
+        "../cases.json",
+        "../inputs.safetensors",
     ]
     students = {
         "correct": submission(),
@@ -430,12 +434,19 @@ def test_fallback_without_bubblewrap(tmp_path):
     write_submission(
         tmp_path, "memory_bomb", submission(extra="import torch\nb = torch.ones(2**36)\n")
     )
+    job_files = READ_SECRETS.format(paths=["../cases.json", "../inputs.safetensors"])
+    write_submission(tmp_path, "reads_job_files", submission(extra=job_files))
     run = grader(
         "grade", "submitted", "--out", "out", "--release", str(release), "--sandbox", "none",
         cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert scores(tmp_path / "out") == {"correct": FULL, "exits": 0, "memory_bomb": FULL}
+    assert scores(tmp_path / "out") == {
+        "correct": FULL,
+        "exits": 0,
+        "memory_bomb": FULL,
+        "reads_job_files": FULL,  # the cases and inputs are never in the job folder
+    }
     data = results(tmp_path / "out", "correct")
     assert data["extra_data"]["sandbox"] == "none"
     assert "no bubblewrap" in data["output"]
