@@ -356,12 +356,14 @@ def _child(job_dir: str, job: dict, fds: dict[str, int], setup: dict) -> None:
     os._exit(code)
 
 
-def _kill_all_but(keep: set[int]) -> int:
+def _kill_all_but(keep: set[int], first: int, last: int) -> int:
     """In the sandbox's PID namespace: kill every process except ``keep`` (and init); how
-    many there were. There is no /proc to list them; the namespace's PIDs are small
-    numbers, so try each."""
+    many there were. There is no /proc to list them. PIDs are handed out in increasing
+    order, so what stage A's cells forked lies between A's PID and B's; try every PID
+    when the numbering wrapped around."""
     killed = 0
-    for pid in range(2, 1 << 15):
+    candidates = range(first, last) if first < last else range(2, 1 << 22)
+    for pid in candidates:
         if pid not in keep:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -406,7 +408,7 @@ def _run_job(job: dict, jobs_dir: str, setup: dict, fds: dict[str, int], writer)
             writer.write(json.dumps({"job": job["job"], "pid": stage_b}) + "\n")
             writer.flush()
             if setup["pid_namespace"]:
-                stray = _kill_all_but({os.getpid(), stage_b})
+                stray = _kill_all_but({os.getpid(), stage_b}, stage_a + 1, stage_b)
             else:
                 try:
                     os.killpg(stage_a, signal.SIGKILL)  # what the cells left in A's group
