@@ -313,10 +313,14 @@ class Worker:
         """The zygote's virtual size, read from the host's /proc (the sandbox has none):
         the children's address-space limit is this plus ``Limits.memory_bytes``."""
         try:
+            # The python running runner.py (bwrap's own command line names it too).
             for pid in [self.process.pid] + _host_descendants(self.process.pid):
                 with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                    if b"runner.py" not in handle.read():
-                        continue
+                    arguments = handle.read().split(b"\0")
+                if b"python" not in os.path.basename(arguments[0]) or not any(
+                    argument.endswith(b"runner.py") for argument in arguments
+                ):
+                    continue
                 with open(f"/proc/{pid}/statm") as handle:
                     return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
