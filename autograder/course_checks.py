@@ -34,6 +34,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -1185,6 +1186,30 @@ def _kernel_override_targets() -> list[str]:
     return _override_targets
 
 
+# torch's Python decompositions of the forbidden ops compute them with ordinary tensor ops,
+# so the dispatcher never sees a forbidden kernel: they are recognised by their code instead.
+_DECOMPOSITION_FILES = frozenset(
+    os.path.join(os.path.dirname(torch.__file__), *parts)
+    for parts in (("_decomp", "decompositions.py"), ("_inductor", "decomposition.py"),
+                  ("_refs", "nn", "functional", "__init__.py"))
+)  # fmt: skip
+_FORBIDDEN_PYTHON = re.compile(
+    r"upsample(?!_compute_output_size)|interpolat|grid_sampler|affine_grid|conv_transpose"
+    r"|convolution_backward|_resize_aa|cubic_convolution|cubic_interp"
+)
+
+
+_ALLOWED, _FORBIDDEN, _FORBIDDEN_IF_TRANSPOSED = 0, 1, 2
+_OP_VERDICTS: dict[int, int] = {}  # by id: torch keeps every OpOverload alive once created
+
+
+def _op_verdict(func: Any) -> int:
+    name = func._schema.name
+    if name.split("::")[-1] in _TRANSPOSED_FLAG_OPS:
+        return _FORBIDDEN_IF_TRANSPOSED
+    return _FORBIDDEN if forbidden_kernel(name) else _ALLOWED
+
+
 class _CanaryHit(Exception):
     """The guard's own probe reached its own kernel: the second layer is still in place."""
 
@@ -1212,11 +1237,16 @@ class ForbiddenKernelGuard(TorchDispatchMode):
         self.reached: list[str] = []
         self._library: Any = None
         self._probing = False
+        self._previous_profiles: tuple[Any, Any] = (None, None)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func._schema.name
-        if forbidden_kernel(name, args, kwargs):
-            if name.split("::")[-1] in _TRANSPOSED_FLAG_OPS:
+        # Every op of a plain-loop answer comes through here: decide once per op.
+        verdict = _OP_VERDICTS.get(id(func))
+        if verdict is None:
+            verdict = _OP_VERDICTS[id(func)] = _op_verdict(func)
+        if verdict and (verdict == _FORBIDDEN or forbidden_kernel(func._schema.name, args, kwargs)):
+            name = func._schema.name
+            if verdict == _FORBIDDEN_IF_TRANSPOSED:
                 name += "(transposed=True)"
             self.reached.append(name)
             raise ForbiddenKernelError(name)
@@ -1247,7 +1277,20 @@ class ForbiddenKernelGuard(TorchDispatchMode):
 
         return refusing_kernel
 
+    def _watch_calls(self, frame, event, arg) -> None:
+        """A profile function: notes calls into torch's Python decompositions of forbidden ops."""
+        if event == "call":
+            code = frame.f_code
+            if code.co_filename in _DECOMPOSITION_FILES and _FORBIDDEN_PYTHON.search(code.co_name):
+                module = "torch._inductor" if "_inductor" in code.co_filename else "torch._decomp"
+                self.reached.append(f"{module} {code.co_name} (torch's own, in Python)")
+
     def _arm(self) -> None:
+        import threading
+
+        self._previous_profiles = (sys.getprofile(), threading.getprofile())
+        sys.setprofile(self._watch_calls)
+        threading.setprofile(self._watch_calls)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns that a kernel is overridden
             library = torch.library.Library("aten", "IMPL")
@@ -1256,8 +1299,13 @@ class ForbiddenKernelGuard(TorchDispatchMode):
         self._library = library
 
     def _disarm(self) -> bool:
-        """Remove the kernels; True when they were still in place (the probe reached them)."""
-        intact = True
+        """Remove the kernels and the profile function; True when they were still in place
+        (the probe reached the kernels, the profile function was not replaced)."""
+        import threading
+
+        intact = sys.getprofile() == self._watch_calls
+        sys.setprofile(self._previous_profiles[0])
+        threading.setprofile(self._previous_profiles[1])
         self._probing = True
         try:
             for probe in (

@@ -9,6 +9,7 @@ neighbours. If the harness and these derivations agree on every case, the harnes
 from __future__ import annotations
 
 import gc
+import importlib
 import io
 import itertools
 import json
@@ -538,6 +539,13 @@ FORBIDDEN_ROUTES.update(
             True,
         ),
         "the guard's kernels removed": _with_the_kernels_removed,
+        "the profile hook removed": lambda: (sys.setprofile(None), _X1 + 1),
+        "torch._decomp's Python interpolation": lambda: importlib.import_module(
+            "torch._decomp.decompositions"
+        )._upsample_linear_vec(_X2, [5, 5], False, None),
+        "torch._decomp's Python grid sampler": lambda: importlib.import_module(
+            "torch._decomp.decompositions"
+        )._grid_sampler_2d(_X2, torch.zeros(1, 2, 2, 2), 0, 0, False),
     }
 )
 
