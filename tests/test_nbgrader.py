@@ -258,18 +258,19 @@ def _between(source: str, begin: str, end: str) -> list[str]:
 
 # Idioms any torch code has: finding them in course_checks.py gives nothing away.
 GENERIC_LINES = {"with torch.no_grad():", "super().__init__()"}
-
-
-# Unpacking a tensor's shape (``N, C_in, W = x.shape``): the book's own code does it too.
-SHAPE_UNPACKING = re.compile(r"[\w, ]+ = \w+\.shape(\[[\d:]+\])?")
+GENERIC_PATTERNS = [
+    re.compile(r"[\w, ]+ = \w+\.shape(\[[\d:]+\])?"),  # N, C_in, W = x.shape
+    re.compile(r"if \w+ is (not )?None:"),
+    re.compile(r"(\w+)=\1,?"),  # passing an argument on: stride=stride,
+]
 
 
 def _telling(line: str) -> bool:
-    """A line that would give something away: not blank, not a lone keyword, bracket or idiom."""
+    """A line that would give something away: 20 characters or more, and not an idiom."""
     return (
-        len(re.sub(r"[\W_]", "", line)) >= 8
+        len(line) >= 20
         and line not in GENERIC_LINES
-        and not SHAPE_UNPACKING.fullmatch(line)
+        and not any(pattern.fullmatch(line) for pattern in GENERIC_PATTERNS)
     )
 
 
@@ -295,6 +296,8 @@ def test_secret_lines_are_found():
     assert not _telling("else:") and not _telling(")") and not _telling("pass")
     assert _telling("y = y.reshape(N, C_out, s, count).transpose(2, 3)")
     assert not _telling("N, C_in, W = x.shape") and not _telling("C_out_g, w = weight.shape[1:]")
+    assert not _telling("if bias is not None:") and not _telling("dilation=dilation,")
+    assert _telling("last = (w - 1) * d // s")
 
 
 def test_no_answer_line_in_exercises():
