@@ -34,6 +34,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -1185,6 +1186,30 @@ def _kernel_override_targets() -> list[str]:
     return _override_targets
 
 
+# torch's Python decompositions of the forbidden ops compute them with ordinary tensor ops,
+# so the dispatcher never sees a forbidden kernel: they are recognised by their code instead.
+_DECOMPOSITION_FILES = frozenset(
+    os.path.join(os.path.dirname(torch.__file__), *parts)
+    for parts in (("_decomp", "decompositions.py"), ("_inductor", "decomposition.py"),
+                  ("_refs", "nn", "functional", "__init__.py"))
+)  # fmt: skip
+_FORBIDDEN_PYTHON = re.compile(
+    r"upsample(?!_compute_output_size)|interpolat|grid_sampler|affine_grid|conv_transpose"
+    r"|convolution_backward|_resize_aa|cubic_convolution|cubic_interp"
+)
+
+
+_ALLOWED, _FORBIDDEN, _FORBIDDEN_IF_TRANSPOSED = 0, 1, 2
+_OP_VERDICTS: dict[int, int] = {}  # by id: torch keeps every OpOverload alive once created
+
+
+def _op_verdict(func: Any) -> int:
+    name = func._schema.name
+    if name.split("::")[-1] in _TRANSPOSED_FLAG_OPS:
+        return _FORBIDDEN_IF_TRANSPOSED
+    return _FORBIDDEN if forbidden_kernel(name) else _ALLOWED
+
+
 class _CanaryHit(Exception):
     """The guard's own probe reached its own kernel: the second layer is still in place."""
 
@@ -1212,11 +1237,16 @@ class ForbiddenKernelGuard(TorchDispatchMode):
         self.reached: list[str] = []
         self._library: Any = None
         self._probing = False
+        self._previous_profiles: tuple[Any, Any] = (None, None)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func._schema.name
-        if forbidden_kernel(name, args, kwargs):
-            if name.split("::")[-1] in _TRANSPOSED_FLAG_OPS:
+        # Every op of a plain-loop answer comes through here: decide once per op.
+        verdict = _OP_VERDICTS.get(id(func))
+        if verdict is None:
+            verdict = _OP_VERDICTS[id(func)] = _op_verdict(func)
+        if verdict and (verdict == _FORBIDDEN or forbidden_kernel(func._schema.name, args, kwargs)):
+            name = func._schema.name
+            if verdict == _FORBIDDEN_IF_TRANSPOSED:
                 name += "(transposed=True)"
             self.reached.append(name)
             raise ForbiddenKernelError(name)
@@ -1247,7 +1277,20 @@ class ForbiddenKernelGuard(TorchDispatchMode):
 
         return refusing_kernel
 
+    def _watch_calls(self, frame, event, arg) -> None:
+        """A profile function: notes calls into torch's Python decompositions of forbidden ops."""
+        if event == "call":
+            code = frame.f_code
+            if code.co_filename in _DECOMPOSITION_FILES and _FORBIDDEN_PYTHON.search(code.co_name):
+                module = "torch._inductor" if "_inductor" in code.co_filename else "torch._decomp"
+                self.reached.append(f"{module} {code.co_name} (torch's own, in Python)")
+
     def _arm(self) -> None:
+        import threading
+
+        self._previous_profiles = (sys.getprofile(), threading.getprofile())
+        sys.setprofile(self._watch_calls)
+        threading.setprofile(self._watch_calls)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns that a kernel is overridden
             library = torch.library.Library("aten", "IMPL")
@@ -1256,8 +1299,13 @@ class ForbiddenKernelGuard(TorchDispatchMode):
         self._library = library
 
     def _disarm(self) -> bool:
-        """Remove the kernels; True when they were still in place (the probe reached them)."""
-        intact = True
+        """Remove the kernels and the profile function; True when they were still in place
+        (the probe reached the kernels, the profile function was not replaced)."""
+        import threading
+
+        intact = sys.getprofile() == self._watch_calls
+        sys.setprofile(self._previous_profiles[0])
+        threading.setprofile(self._previous_profiles[1])
         self._probing = True
         try:
             for probe in (
@@ -1289,7 +1337,8 @@ class ForbiddenKernelGuard(TorchDispatchMode):
         finally:
             self._probing = False
             if self._library is not None:
-                self._library._destroy()
+                with contextlib.suppress(Exception):  # already destroyed by a submission
+                    self._library._destroy()
                 self._library = None
         return intact
 
@@ -1538,7 +1587,7 @@ def _tolerance(dtype: torch.dtype, expected: list) -> tuple[float, float]:
 
 @dataclass
 class _Mismatch:
-    """Where two tensors differ most (``None`` fields when they agree)."""
+    """Where two tensors differ most, and whether any value is out of tolerance."""
 
     error: float
     where: tuple[int, ...]
@@ -1897,7 +1946,8 @@ class _ConvSetup:
             self.d if d is None else d,
         )
 
-    def bias_view(self, out: torch.Tensor) -> torch.Tensor:
+    def bias_view(self) -> torch.Tensor:
+        """The bias shaped to broadcast over the spatial dims (batched or not)."""
         return self.b.reshape(-1, *([1] * self.n)) if self.b is not None else torch.zeros(())
 
     def spatial(self) -> list[int]:
@@ -1989,7 +2039,7 @@ def _conv_mistakes(case: Case, inputs: dict[str, torch.Tensor]) -> list[Mistake]
         )
         mistakes.append((added, lambda: _pad_dims(full_op(), c.p, c.p)))
         mistakes.append(
-            (added, lambda: _pad_dims(c.run(p=zeros, b=None), c.p, c.p) + c.bias_view(None))
+            (added, lambda: _pad_dims(c.run(p=zeros, b=None), c.p, c.p) + c.bias_view())
         )
         mistakes.append(
             (
@@ -2116,7 +2166,7 @@ def _conv_mistakes(case: Case, inputs: dict[str, torch.Tensor]) -> list[Mistake]
                 lambda: c.run(b=None),
             )
         )
-        mistakes.append(("bias added twice", lambda: c.run() + c.bias_view(None)))
+        mistakes.append(("bias added twice", lambda: c.run() + c.bias_view()))
     if c.g > 1:
         mistakes.append(
             (
