@@ -179,3 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     except (grading.GraderError, RuntimeError) as error:
         print(f"autograder: {error}", file=sys.stderr)
         return CANNOT_RUN
+    except KeyboardInterrupt:
+        print("\nautograder: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

@@ -495,6 +495,7 @@ class Grader:
         self.plans: dict[str, Plan] = {}
         self.plan_lock = threading.Lock()
         self.workers: list[sandbox.Worker] = []
+        self.stopping = False
 
     # -- plans
 
@@ -588,6 +589,8 @@ class Grader:
         output += self._manual_text(plan, notebook)
         extra["static_scan"] = [str(f) for f in findings[:100]]
         extra["timed_out"] = outcome.timed_out
+        if outcome.worker_error:
+            extra["retry"] = True  # the sandbox failed: a re-run grades this one again
         return self._finish(submission, plan, student, tests, output, extra, start)
 
     def _previous(self, submission: Submission, digest: str, plan: Plan) -> SubmissionResult | None:
@@ -599,6 +602,8 @@ class Grader:
             return None
         extra = old["extra_data"]
         if extra.get("notebook_sha256") != digest or extra.get("grader_version") != plan.version:
+            return None
+        if extra.get("retry"):
             return None
         return SubmissionResult(
             old,
@@ -768,24 +773,33 @@ class Grader:
             finally:
                 with free_lock:
                     free.append(worker)
+            if self.stopping:
+                return index  # interrupted: a result of a killed sandbox is not a grade
             path = self.results_path(submissions[index])
             if path is not None and not result.skipped:
                 write_atomic(path, json.dumps(result.results, indent=1) + "\n")
             results[index] = result
             return index
 
+        pool = ThreadPoolExecutor(max_workers=len(self.workers))
         try:
-            with ThreadPoolExecutor(max_workers=len(self.workers)) as pool:
-                futures = [pool.submit(one, i) for i in range(len(submissions))]
-                for done, future in enumerate(as_completed(futures), 1):
-                    future.result()
-                    if progress:
-                        progress(done, len(submissions))
+            futures = [pool.submit(one, i) for i in range(len(submissions))]
+            for done, future in enumerate(as_completed(futures), 1):
+                future.result()
+                if progress:
+                    progress(done, len(submissions))
+        except BaseException:
+            # Interrupted (Ctrl-C, a failure of the grader): queued notebooks stay ungraded,
+            # running ones are killed and not recorded, so that a re-run resumes cleanly.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         finally:
             self.close()
+            pool.shutdown(wait=True)
         return [r for r in results if r is not None]
 
     def close(self) -> None:
+        self.stopping = True
         for worker in self.workers:
             worker.close()
         self.workers = []
