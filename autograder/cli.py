@@ -145,6 +145,8 @@ def run_check(args: argparse.Namespace) -> int:
         seed=0,
     )
     result = grader.run([submission])[0].results
+    if not result.get("extra_data", {}).get("assignment"):
+        raise grading.GraderError(result["output"])
     print(result["output"])
     print()
     failed = 0
