@@ -29,6 +29,8 @@ SUSPICIOUS: dict[str, str] = {
     "_DisableTorchDispatch": "torch's dispatcher internals (may switch the kernel guard off)",
     "autograd.grad": "autograd (convolution backward used as a forward?)",
     "torch.ops.aten": "a raw aten operator",
+    "_decomp": "torch's Python decompositions (of upsampling or convolution backward?)",
+    "_refs": "torch's Python reference implementations",
     "course_checks": "the grader's checks module",
     "__code__": "code-object patching",
     "sys.modules": "module patching",
