@@ -258,6 +258,13 @@ class ForbiddenKernelError(RuntimeError):
                 f"{kernel[1:-1]}: your code took torch's dispatcher guard off during the "
                 "graded call, which counts as reaching a forbidden kernel"
             )
+        elif kernel.startswith("torch."):
+            message = (
+                f"your code called {kernel}, torch's own Python implementation of an "
+                "operation this exercise asks you to write yourself (transposed convolution, "
+                "convolution backward, upsampling/interpolation and grid sampling are not "
+                "allowed)"
+            )
         else:
             message = (
                 f"your code reached torch's own kernel {kernel!r}, which this exercise asks "
@@ -1282,8 +1289,8 @@ class ForbiddenKernelGuard(TorchDispatchMode):
         if event == "call":
             code = frame.f_code
             if code.co_filename in _DECOMPOSITION_FILES and _FORBIDDEN_PYTHON.search(code.co_name):
-                module = "torch._inductor" if "_inductor" in code.co_filename else "torch._decomp"
-                self.reached.append(f"{module} {code.co_name} (torch's own, in Python)")
+                module = frame.f_globals.get("__name__", "torch")
+                self.reached.append(f"{module}.{code.co_name}")
 
     def _arm(self) -> None:
         import threading
