@@ -1664,7 +1664,8 @@ def compare(
     if isinstance(actual, ForbiddenKernelError):
         return Verdict(False, f"{call}: {actual}", f"forbidden kernel {actual.kernel}")
     if isinstance(actual, BaseException):
-        raised = f"{type(actual).__name__}: {str(actual).strip().splitlines()[0] if str(actual).strip() else ''}"
+        text = str(actual).strip()
+        raised = type(actual).__name__ + (f": {text.splitlines()[0]}" if text else "")
         if not expected:
             return Verdict(True, f"{call}: raises ({raised}), as torch does")
         shape = tuple(expected["output"].shape) if "output" in expected else None
