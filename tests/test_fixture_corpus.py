@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -73,6 +74,15 @@ def tracked_state() -> dict[str, str]:
     return state
 
 
+def planted_files() -> set[Path]:
+    """Files named like the ones writes_results plants, anywhere in the repository."""
+    found = set()
+    for folder, subfolders, files in os.walk(REPO_ROOT):
+        subfolders[:] = [name for name in subfolders if name not in (".git", ".venv", "_build")]
+        found.update(Path(folder) / name for name in files if "PWNED" in name)
+    return found
+
+
 @dataclass
 class GradedCorpus:
     out: Path
@@ -93,7 +103,7 @@ class GradedCorpus:
 def graded_corpus(tmp_path_factory, venv_env) -> GradedCorpus:
     out = tmp_path_factory.mktemp("graded_corpus")
     fixtures_before, tracked_before = tree_state(FIXTURES), tracked_state()
-    marker_before = set(REPO_ROOT.rglob("PWNED*"))
+    marker_before = planted_files()
     process = subprocess.run(
         [sys.executable, "-m", "autograder", "grade", str(SUBMISSIONS), "--out", str(out)]
         + ["--jobs", "2", "--progress", "never"],
@@ -103,7 +113,7 @@ def graded_corpus(tmp_path_factory, venv_env) -> GradedCorpus:
         text=True,
         timeout=3600,
     )
-    stray = sorted(str(p) for p in set(REPO_ROOT.rglob("PWNED*")) - marker_before)
+    stray = sorted(str(p) for p in planted_files() - marker_before)
     return GradedCorpus(
         out,
         process,

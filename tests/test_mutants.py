@@ -142,7 +142,8 @@ MUTANTS = [
             ),
         ),
         loses=("ct1d_bias",),
-        keeps=("ct1d_basic", "ct1d_stride", "ct1d_groups"),
+        # Hidden cases of every conv test may carry a bias: only the other parts are safe.
+        keeps=("ct1d_output_length", "ct1d_matrix"),
         diagnosis={"ct1d_bias": "bias missing"},
     ),
     Mutant(
@@ -172,9 +173,14 @@ MUTANTS = [
         diagnosis={"ct1d_matrix": "shape"},
     ),
     Mutant(
-        "kernel_not_flipped_2d",
+        "kernel_flipped_2d",
         CT2,
-        ((FLIP_1D[0], "index[(taps * d) % s, (taps * d) // s] = taps"),),
+        (
+            (
+                "weight.reshape(groups, C_in_g, C_out_g * w_h * w_w),",
+                "weight.flip(-1, -2).reshape(groups, C_in_g, C_out_g * w_h * w_w),",
+            ),
+        ),
         loses=("ct2d_basic", "ct2d_channels_batch", "ct2d_stride"),
         keeps=("ct2d_coverage_map",),
         diagnosis={"ct2d_basic": "kernel is flipped"},
@@ -184,8 +190,9 @@ MUTANTS = [
         CT2,
         (
             (
-                "weight.reshape(groups, C_in_g, C_out_g, w_h, w_w).transpose(1, 2)",
-                "weight.reshape(groups, C_out_g, C_in_g, w_h, w_w)",
+                "weight.reshape(groups, C_in_g, C_out_g * w_h * w_w),",
+                "weight.reshape(groups, C_out_g, C_in_g, w_h * w_w).transpose(1, 2)"
+                ".reshape(groups, C_in_g, C_out_g * w_h * w_w),",
             ),
         ),
         loses=("ct2d_channels_batch", "ct2d_groups"),
