@@ -51,6 +51,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatc
 # submission may have patched later on torch.Tensor.
 _TOLIST = torch.Tensor.tolist
 _DETACH = torch.Tensor.detach
+_CPU = torch.Tensor.cpu
 
 # --------------------------------------------------------------------------------------
 # Grade ids
@@ -1571,7 +1572,7 @@ def _flatten(nested: Any) -> list:
 
 def _values(tensor: torch.Tensor) -> list:
     """The values as a flat Python list, read from a detached CPU copy."""
-    return _flatten(_TOLIST(_DETACH(tensor).cpu()))
+    return _flatten(_TOLIST(_CPU(_DETACH(tensor))))
 
 
 def _unravel(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
