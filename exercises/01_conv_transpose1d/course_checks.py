@@ -51,6 +51,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatc
 # submission may have patched later on torch.Tensor.
 _TOLIST = torch.Tensor.tolist
 _DETACH = torch.Tensor.detach
+_CPU = torch.Tensor.cpu
 
 # --------------------------------------------------------------------------------------
 # Grade ids
@@ -1571,7 +1572,7 @@ def _flatten(nested: Any) -> list:
 
 def _values(tensor: torch.Tensor) -> list:
     """The values as a flat Python list, read from a detached CPU copy."""
-    return _flatten(_TOLIST(_DETACH(tensor).cpu()))
+    return _flatten(_TOLIST(_CPU(_DETACH(tensor))))
 
 
 def _unravel(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -1664,7 +1665,8 @@ def compare(
     if isinstance(actual, ForbiddenKernelError):
         return Verdict(False, f"{call}: {actual}", f"forbidden kernel {actual.kernel}")
     if isinstance(actual, BaseException):
-        raised = f"{type(actual).__name__}: {str(actual).strip().splitlines()[0] if str(actual).strip() else ''}"
+        text = str(actual).strip()
+        raised = type(actual).__name__ + (f": {text.splitlines()[0]}" if text else "")
         if not expected:
             return Verdict(True, f"{call}: raises ({raised}), as torch does")
         shape = tuple(expected["output"].shape) if "output" in expected else None
