@@ -362,7 +362,7 @@ def _kill_all_but(keep: set[int], first: int, last: int) -> int:
     order, so what stage A's cells forked lies between A's PID and B's; try every PID
     when the numbering wrapped around."""
     killed = 0
-    candidates = range(first, last) if first < last else range(2, 1 << 22)
+    candidates = range(first, last) if first <= last else range(2, 1 << 22)
     for pid in candidates:
         if pid not in keep:
             try:
