@@ -177,8 +177,8 @@ MUTANTS = [
         CT2,
         (
             (
-                "weight.reshape(groups, C_in_g, C_out_g * w_h * w_w),",
-                "weight.flip(-1, -2).reshape(groups, C_in_g, C_out_g * w_h * w_w),",
+                "weight.reshape(groups, C_in_g, C_out_g * w_h * w_w)",
+                "weight.flip(-1, -2).reshape(groups, C_in_g, C_out_g * w_h * w_w)",
             ),
         ),
         loses=("ct2d_basic", "ct2d_channels_batch", "ct2d_stride"),
@@ -190,9 +190,9 @@ MUTANTS = [
         CT2,
         (
             (
-                "weight.reshape(groups, C_in_g, C_out_g * w_h * w_w),",
+                "weight.reshape(groups, C_in_g, C_out_g * w_h * w_w)",
                 "weight.reshape(groups, C_out_g, C_in_g, w_h * w_w).transpose(1, 2)"
-                ".reshape(groups, C_in_g, C_out_g * w_h * w_w),",
+                ".reshape(groups, C_in_g, C_out_g * w_h * w_w)",
             ),
         ),
         loses=("ct2d_channels_batch", "ct2d_groups"),
