@@ -206,8 +206,11 @@ def _run_cases(job_dir: str, setup: dict, namespace: dict, cases, inputs_all) ->
                 outputs = run_student(case, namespace[case.target], inputs)
                 if not isinstance(outputs, dict):
                     raise TypeError(f"run_student returned a {type(outputs).__name__}")
-                tensors, others = export_outputs(outputs)
-                save_file(tensors, os.path.join(job_dir, f"case_{index}.safetensors"))
+                # Exporting runs torch code the student may have patched: keep the guard
+                # armed, so a forbidden kernel cannot slip into the outputs at this point.
+                with setup["guard_class"]().watching():
+                    tensors, others = export_outputs(outputs)
+                    save_file(tensors, os.path.join(job_dir, f"case_{index}.safetensors"))
                 status["others"] = others
             except forbidden_error as error:
                 status["kernel"] = str(getattr(error, "kernel", "?"))
@@ -518,6 +521,7 @@ def main() -> None:
         "export_outputs": checks.export_outputs,
         "case_from_json": checks.Case.from_json,
         "forbidden_error": checks.ForbiddenKernelError,
+        "guard_class": checks.ForbiddenKernelGuard,
         "pid_namespace": args.pid_namespace,
         "drop_uid": args.drop_uid,
         "unshare_net": args.unshare_net,

@@ -994,3 +994,29 @@ def test_resize_conv_and_coverage_mistakes_are_named():
 def test_warm_up_leaves_no_guard_behind():
     cc.warm_up()
     F.conv_transpose1d(_X1, _W1)  # outside the guard, torch's own kernel is fine
+
+
+def test_an_output_rewritten_after_the_guarded_call_is_not_what_is_graded():
+    """A student's backward hook runs unguarded: writing torch's answer into the returned
+    tensor then must not change the graded output, which was copied under the guard."""
+    case = next(c for c in cc.PUBLIC_CASES["ct1d_gradients"] if c.params.get("grad"))
+    inputs = cc.make_inputs(case)
+    expected = cc.reference_outputs(case, inputs)
+    forbidden = torch.nn.functional.conv_transpose1d
+
+    def placeholder_then_rewrite(input, weight, bias=None, **kwargs):
+        out = torch.zeros_like(expected["output"]) + 0 * (input.sum() + weight.sum())
+        if bias is not None:
+            out = out + 0 * bias.sum()
+
+        def rewrite(grad):
+            with torch.no_grad():
+                out.copy_(forbidden(input, weight, bias, **kwargs))
+            return grad
+
+        out.register_hook(rewrite)
+        return out
+
+    actual = cc.run_student(case, placeholder_then_rewrite, inputs)
+    assert torch.count_nonzero(actual["output"]) == 0
+    assert not cc.compare(case, inputs, expected, actual).passed

@@ -1394,6 +1394,16 @@ def _plain(value: Any) -> Any:
     return _DETACH(value) if type(value) is torch.Tensor else value
 
 
+def _frozen(value: Any) -> Any:
+    """A private copy of a forward's result, taken while the guard is still armed.
+
+    The student keeps a reference to the tensor it returned and its code runs again later
+    (backward hooks, during the gradients, unguarded): an in-place write then must not
+    reach the output that is graded.
+    """
+    return _DETACH(value).clone() if type(value) is torch.Tensor else value
+
+
 def _student_grads(
     case: Case, out: Any, wrt: dict[str, torch.Tensor], grad_output: torch.Tensor
 ) -> dict[str, Any]:
@@ -1435,13 +1445,13 @@ def run_student(case: Case, implementation: Any, inputs: dict[str, torch.Tensor]
             return {"output": _plain(result)}
         if case.target == "conv1d_matrix":
             with guard.watching():
-                result = implementation(x["kernel"], int(p["input_length"]))
-            return {"output": _plain(result)}
+                result = _frozen(implementation(x["kernel"], int(p["input_length"])))
+            return {"output": result}
         if case.target == "coverage_map":
             args = [_as_call_value(p[k]) for k in ("kernel_size", "stride", "input_size")]
             with guard.watching():
-                result = implementation(*args)
-            return {"output": _plain(result)}
+                result = _frozen(implementation(*args))
+            return {"output": result}
         if case.target in _CONV_TARGETS:
             return _run_conv(case, implementation, x, guard)
         if case.target == "ConvTranspose1d":
@@ -1451,7 +1461,8 @@ def run_student(case: Case, implementation: Any, inputs: dict[str, torch.Tensor]
                 x["input"].requires_grad_(True)
             with guard.watching():
                 out = implementation(x["input"], **_call_kwargs(case))
-            outputs = {"output": _plain(out)}
+                graded = _frozen(out)
+            outputs = {"output": graded}
             if p.get("grad"):
                 outputs.update(_student_grads(case, out, {"input": x["input"]}, x["grad_output"]))
             return outputs
@@ -1475,7 +1486,8 @@ def _run_conv(case, implementation, x, guard) -> dict[str, Any]:
             out = implementation(x["input"], x["weight"], bias, **kwargs)
         else:
             out = implementation(x["input"], x["weight"], **kwargs)
-    outputs = {"output": _plain(out)}
+        graded = _frozen(out)
+    outputs = {"output": graded}
     if wrt:
         outputs.update(_student_grads(case, out, wrt, x["grad_output"]))
     return outputs
@@ -1519,7 +1531,8 @@ def _run_module(case, implementation, x, guard) -> dict[str, Any]:
         x["input"].requires_grad_(True)
     with guard.watching():
         out = module(x["input"])
-    outputs["output"] = _plain(out)
+        graded = _frozen(out)
+    outputs["output"] = graded
     if p.get("grad"):
         wrt = {"input": x["input"], "weight": weight}
         if bias is not None:
@@ -1547,8 +1560,8 @@ def _run_resize_conv(case, implementation, x, guard) -> dict[str, Any]:
         conv.weight.copy_(x["conv_weight"])
         conv.bias.copy_(x["conv_bias"])
     with guard.watching():
-        out = module(x["input"])
-    return {"output": _plain(out)}
+        graded = _frozen(module(x["input"]))
+    return {"output": graded}
 
 
 # --------------------------------------------------------------------------------------
