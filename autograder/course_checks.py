@@ -2554,12 +2554,16 @@ def _length_mistakes(case: Case) -> list[Mistake]:
 
 def grade_case(case: Case, implementation: Any) -> Verdict:
     """All four steps for one case in this process: inputs, torch, the student, comparison."""
-    inputs = make_inputs(case)
-    expected = reference_outputs(case, inputs)  # torch first, outside the guard
     try:
-        actual: dict[str, Any] | BaseException = run_student(case, implementation, inputs)
+        actual: dict[str, Any] | BaseException = run_student(
+            case, implementation, make_inputs(case)
+        )
     except Exception as error:  # the student's exception is a result, judged by compare
         actual = error
+    # torch's answer only now, on fresh inputs: while the student's code ran, no reference sat
+    # in a caller's frame to be read, and no input it could reach is the one torch is given.
+    inputs = make_inputs(case)
+    expected = reference_outputs(case, inputs)
     return compare(case, inputs, expected, actual)
 
 

@@ -1020,3 +1020,13 @@ def test_an_output_rewritten_after_the_guarded_call_is_not_what_is_graded():
     actual = cc.run_student(case, placeholder_then_rewrite, inputs)
     assert torch.count_nonzero(actual["output"]) == 0
     assert not cc.compare(case, inputs, expected, actual).passed
+
+
+def test_a_student_reading_its_callers_frames_finds_no_reference():
+    """In the notebook's own process the student's code can walk up the stack: torch's
+    answer must not be computed until the student's call has returned."""
+    source = Path(__file__).parent / "fixtures" / "sources" / "cheat_frame_inspection.py"
+    namespace: dict = {}
+    exec(compile(source.read_text(), str(source), "exec"), namespace)
+    with pytest.raises(AssertionError, match="output values differ"):
+        cc.check("ct1d_basic", namespace["conv_transpose1d"])
