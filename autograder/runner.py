@@ -512,6 +512,9 @@ def main() -> None:
     from safetensors.torch import save_file
 
     checks = _load_course_checks(args.checks)
+    # The guard's first use imports torch's compiler stack (seconds): pay it once, here,
+    # rather than in every forked submission.
+    checks.warm_up()
     setup = {
         "checks": checks,
         "snapshot": _snapshot(checks),
