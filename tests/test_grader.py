@@ -452,6 +452,27 @@ def test_fallback_without_bubblewrap(tmp_path):
     assert "no bubblewrap" in data["output"]
 
 
+def test_fallback_a_submission_cannot_rewrite_an_earlier_result(tmp_path):
+    """Without bubblewrap a submission can write into --out; the grader's own record wins."""
+    release = write_release(tmp_path)
+    out = tmp_path / "out"
+    overwrite = (
+        "import pathlib\n"
+        f"for path in pathlib.Path({str(out)!r}).rglob('results.json'):\n"
+        '    path.write_text(\'{"score": 0, "output": "overwritten", "tests": []}\')\n'
+    )
+    write_submission(tmp_path, "a_correct", submission())
+    write_submission(tmp_path, "z_overwrites", submission(extra=overwrite))
+    run = grader(
+        "grade", "submitted", "--out", "out", "--release", str(release), "--sandbox", "none",
+        "--jobs", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    earlier = results(out, "a_correct")
+    assert earlier["score"] == FULL and "overwritten" not in earlier["output"]
+    assert scores(out)["a_correct"] == FULL
+
+
 def test_check_is_the_public_self_check(tmp_path):
     """``check`` runs the public cases only, prints a report, and exits 1 on a failure."""
     release = write_release(tmp_path)
