@@ -316,10 +316,8 @@ def test_no_answer_line_in_exercises():
     assert not leaks, f"answer lines in the release: {leaks}"
 
 
-def test_no_answer_line_in_built_book():
-    site = REPO_ROOT / "_build" / "html"
-    if not site.is_dir():
-        pytest.skip("the book is not built (_build/html)")
+def test_no_answer_line_in_built_book(built_book):
+    site = built_book
     secrets = secret_lines()
     leaks = {}
     for page in site.rglob("*.html"):
