@@ -19,8 +19,26 @@ COUNT_CMAP = "Greys"
 VALUE_CMAP = "cividis"
 
 
+def show_figures_inline() -> None:
+    """Make ``plt.show()`` draw into the cell's output, whatever ``MPLBACKEND`` says.
+
+    A kernel started with ``MPLBACKEND=Agg`` (common on headless servers) would otherwise
+    draw nothing and raise nothing, and the book would build without its figures. Outside
+    IPython (a plain script) this does nothing.
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        shell.run_line_magic("matplotlib", "inline")
+
+
 def use_course_style() -> None:
-    """Set the rcParams every chapter shares (call once, at the top of a chapter)."""
+    """Draw figures into the cell's output and set the rcParams every chapter shares.
+
+    Call once, at the top of a chapter, before any figure exists.
+    """
+    show_figures_inline()
     mpl.rcParams.update(
         {
             "figure.figsize": (6.4, 3.2),

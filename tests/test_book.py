@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import jupytext
 import pytest
 import yaml
+from nbclient import NotebookClient
 
 pytestmark = pytest.mark.book
 
@@ -74,6 +76,47 @@ def test_chapters_two_to_six_draw_figures_at_build_time(built_book, repo_root, c
     images = re.findall(r'<img[^>]+src="([^"]+)"[^>]*>', html)
     drawn = [src for src in images if "_images/" in src or src.startswith("data:image")]
     assert drawn, f"{page} has no figure drawn by a cell"
+
+
+def chapter_sources(repo_root: Path) -> dict[str, str]:
+    """Each chapter's code cells, joined, by page."""
+    sources = {}
+    for page in toc_pages(repo_root):
+        notebook = jupytext.read(repo_root / f"{page}.md")
+        code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+        sources[page] = "\n".join(code)
+    return sources
+
+
+def test_every_chapter_that_draws_uses_the_course_style(repo_root):
+    """``use_course_style()`` sets the inline backend: a chapter that skips it loses its
+    figures on a machine with ``MPLBACKEND=Agg``."""
+    for page, code in chapter_sources(repo_root).items():
+        if "matplotlib" in code:
+            assert "use_course_style()" in code, f"{page} draws without use_course_style()"
+
+
+def test_figures_are_drawn_with_mplbackend_agg(repo_root, monkeypatch):
+    """A kernel started with ``MPLBACKEND=Agg`` still puts every ``plt.show()`` in the output.
+
+    With Agg, ``plt.show()`` draws nothing and raises nothing: the book built without a
+    single static figure. One chapter, executed as the build does, stands for all.
+    """
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    book = repo_root / "book"
+    notebook = jupytext.read(book / "03_backward_pass.md")
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(book)}}
+    )
+    client.execute()
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    showing = [cell for cell in code_cells if "plt.show()" in cell.source]
+    drawn = sum(
+        any("image/png" in output.get("data", {}) for output in cell.outputs) for cell in showing
+    )
+    assert showing, "the chapter no longer calls plt.show(): pick another chapter"
+    missing = len(showing) - drawn
+    assert missing == 0, f"{missing} of {len(showing)} figures vanished under MPLBACKEND=Agg"
 
 
 def test_one_figure_is_animated(built_book, repo_root):
