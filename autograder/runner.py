@@ -1,33 +1,31 @@
 """The untrusted side of the grader: a worker ("zygote") that runs submissions in the sandbox.
 
-This file runs INSIDE the sandbox, as a script (``python -I -B runner.py``), next to a copy
-of ``course_checks.py``; it imports nothing from the ``autograder`` package, which the
-sandbox does not contain. The zygote imports torch and the checks once, then, for each job
-the trusted grader sends:
+This file runs INSIDE the sandbox, as a script (``python -I -B runner.py``), next to copies
+of ``course_checks.py`` and ``protocol.py``; it imports nothing from the ``autograder``
+package, which the sandbox does not hold. The zygote imports torch and the checks once,
+drops to an unprivileged uid, and never runs student code itself. For each job it forks
+the submission's process, which:
 
-* takes the job's cases and inputs out of the job folder and holds them (no student code
-  has run yet, and none can read the zygote's memory: it is not dumpable, and the sandbox
-  has no /proc);
-* forks stage A, which redirects its stdout/stderr to files, takes its own process group
-  and temporary directory, sets rlimits (CPU time, address space, processes, file size)
-  and, outside bubblewrap, drops to ``nobody`` when it can; then executes the student's
-  code cells with plain ``exec`` in one namespace (a cell that raises is reported and the
-  next cells still run; IPython's ``%``/``!`` lines are reported as unsupported and
-  skipped);
-* A forks stage B and exits, ending every thread the cells started; the zygote kills every
-  process the cells left, then sends B the cases and inputs; B calls
-  ``course_checks.run_student`` for each case under the kernel guard and writes the
-  outputs (safetensors) and a small JSON status per case.
+1. waits until the grader has put it into the job's cgroup (memory, process count);
+2. takes a fresh working folder (also its ``/tmp``), sets rlimits, restricts its own
+   filesystem access with Landlock (read: the system and the Python install; write: the
+   job folder), and installs a seccomp filter that refuses every new process and program
+   (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``, ``clone3``, ``execve``,
+   ``ptrace``...) and signals to any other process: from then on the submission can start
+   threads, never a process. It says which of these protections hold on its status pipe,
+   before any student code runs;
+3. runs the student's cells (plain ``exec``, one namespace);
+4. arms the kernel guard for the whole graded stage and says ``cells-done``. The grader
+   (outside the sandbox) checks from the host's ``/proc`` that the process has one thread
+   left and that no other process exists, and only then creates a pipe for the cases and
+   their inputs and hands its read end, through the zygote, to the submission. Before that
+   moment no frame, file or memory of the submission held a case: the zygote never reads
+   them either;
+5. runs each case through ``course_checks.run_student`` and writes the outputs (safetensors)
+   and a small JSON status per case.
 
-So no student code runs while the inputs exist outside a graded call, except what a
-graded call itself starts.
-
-Everything the child writes is untrusted: the grader reads it back with safe loaders and
-compares in its own process. The zygote never reports a result, only that the child ended.
-
-Protocol (one JSON object per line): the grader writes ``{"job": NAME, ...limits}`` on the
-zygote's stdin; the zygote answers ``{"ready": true}`` once at start and
-``{"job": NAME, "ended": STATUS}`` when the job's child and all its descendants are gone.
+Everything the submission writes is untrusted: the grader reads it back with safe loaders
+and compares in its own process. The messages are in ``protocol.py``.
 """
 
 from __future__ import annotations
@@ -35,13 +33,17 @@ from __future__ import annotations
 import argparse
 import builtins
 import ctypes
+import errno
 import gc
 import importlib.util
 import json
 import os
 import resource
+import select
 import signal
+import socket
 import sys
+import threading
 import time
 import traceback
 
@@ -49,15 +51,6 @@ PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWNET = 0x40000000
-CLONE_NEWUSER = 0x10000000
-
-#: Names of files in a job directory (written by the grader or by the child).
-CELLS_FILE = "cells.json"
-CASES_FILE = "cases.json"
-INPUTS_FILE = "inputs.safetensors"
-CELL_REPORT_FILE = "cells_report.json"
-TAMPER_FILE = "tamper.json"
-DONE_FILE = "done.json"
 
 PRELOAD = (
     "numpy",
@@ -77,6 +70,7 @@ PRELOAD = (
 )
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -88,17 +82,20 @@ def _write_json(path: str, value) -> None:
         json.dump(value, handle)
 
 
-def _load_course_checks(path: str):
-    """Import the copy of course_checks.py as the top-level module ``course_checks``.
+def _load_module(path: str, name: str):
+    """Import a file of the grader's folder as the top-level module ``name``.
 
     Isolated mode (``-I``) keeps the script's folder off ``sys.path``; registering the module
     by hand lets a student cell's ``from course_checks import check`` work as in Jupyter.
     """
-    spec = importlib.util.spec_from_file_location("course_checks", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["course_checks"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+# --------------------------------------------------------------------------- tampering
 
 
 def _snapshot(module) -> dict[str, object]:
@@ -129,98 +126,92 @@ def _tampered(module, before: dict[str, object]) -> list[str]:
     return changed
 
 
-def _strip_magics(source: str) -> tuple[str, list[str]]:
-    """Blank out IPython's ``%`` and ``!`` lines (kept as empty lines so line numbers hold)."""
-    kept, dropped = [], []
-    for line in source.splitlines():
-        if line.lstrip().startswith(("%", "!")):
-            dropped.append(line.strip())
-            kept.append("")
-        else:
-            kept.append(line)
-    return "\n".join(kept), dropped
+# --------------------------------------------------------------------------- protections
 
 
-def _short_traceback(error: BaseException, limit_chars: int = 3000) -> str:
-    """The traceback of a student's error, from the student's frames on."""
-    frames = traceback.extract_tb(error.__traceback__)
-    student = [frame for frame in frames if frame.filename.startswith("<")]
-    lines = traceback.format_list(student[-6:]) if student else []
-    lines += traceback.format_exception_only(type(error), error)
-    text = "".join(lines)
-    return text if len(text) <= limit_chars else "..." + text[-limit_chars:]
+class _LandlockRuleset(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
 
 
-def _run_cells(cells: list[dict], namespace: dict, report_path: str) -> list[dict]:
-    report = []
-    for cell in cells:
-        # Written before each cell: if a cell ends the process, the grader knows which.
-        _write_json(report_path, report + [{"label": cell["label"], "running": True}])
-        entry = {"label": cell["label"], "error": None, "unsupported": []}
-        source = cell["source"]
+class _LandlockPathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+_LANDLOCK_CREATE, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT = 444, 445, 446  # x86_64 and arm64
+_LANDLOCK_RULE_PATH_BENEATH = 1
+_FS_EXECUTE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 2, 1 << 3
+#: Access rights by Landlock ABI version (each version adds to the one before).
+_FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
+
+
+def _landlock(read_paths: list[str], write_paths: list[str]) -> str:
+    """Restrict this process (and its threads to come) to reading ``read_paths`` and
+    writing ``write_paths``; what was done, for the report ("" when it could not be)."""
+    abi = _libc.syscall(_LANDLOCK_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    if abi < 1:
+        return ""
+    handled = _FS_RIGHTS_BY_ABI[max(v for v in _FS_RIGHTS_BY_ABI if v <= abi)]
+    attr = _LandlockRuleset(handled)
+    ruleset = _libc.syscall(
+        _LANDLOCK_CREATE, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), 0
+    )
+    if ruleset < 0:
+        return ""
+    read_only = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
+    try:
+        for paths, rights in ((read_paths, read_only), (write_paths, handled)):
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    is_dir = os.path.isdir(path)
+                    # A rule on a file may hold file rights only.
+                    allowed = rights if is_dir else rights & ((1 << 2) | (1 << 1) | 1 | (1 << 14))
+                    rule = _LandlockPathBeneath(allowed & handled, fd)
+                    _libc.syscall(_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH,
+                                  ctypes.byref(rule), 0)  # fmt: skip
+                finally:
+                    os.close(fd)
+        if _libc.syscall(_LANDLOCK_RESTRICT, ruleset, 0) != 0:
+            return ""
+    finally:
+        os.close(ruleset)
+    return f"Landlock (ABI {abi})"
+
+
+def _seccomp(pyseccomp, protocol) -> None:
+    """Refuse every new process and program, and signals to other processes (raises when
+    the filter cannot be installed: the job then ends before any student code runs)."""
+    own = os.getpid()
+    refused = pyseccomp.ERRNO(errno.EPERM)
+    rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    for name in protocol.REFUSED_SYSCALLS:
         try:
-            code = compile(source, f"<{cell['label']}>", "exec")
-        except SyntaxError as error:
-            stripped, dropped = _strip_magics(source)
-            if not dropped:
-                entry["error"] = _short_traceback(error)
-                report.append(entry)
-                continue
-            entry["unsupported"] = dropped
-            try:
-                code = compile(stripped, f"<{cell['label']}>", "exec")
-            except SyntaxError as second:
-                entry["error"] = _short_traceback(second)
-                report.append(entry)
-                continue
-        try:
-            exec(code, namespace)
-        except BaseException as error:  # SystemExit, KeyboardInterrupt too: as in a notebook
-            entry["error"] = _short_traceback(error)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        report.append(entry)
-    return report
+            rules.add_rule(refused, name)
+        except (OSError, ValueError, RuntimeError):
+            pass  # a syscall this architecture does not have
+    clone_thread = protocol.CLONE_THREAD
+    rules.add_rule(refused, "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, clone_thread, 0))
+    rules.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
+    rules.add_rule(refused, "kill", pyseccomp.Arg(0, pyseccomp.NE, own))
+    rules.add_rule(refused, "tgkill", pyseccomp.Arg(0, pyseccomp.NE, own))
+    rules.add_rule(refused, "pidfd_open", pyseccomp.Arg(0, pyseccomp.NE, own))
+    rules.load()
 
 
-def _run_cases(job_dir: str, setup: dict, namespace: dict, cases, inputs_all) -> None:
-    # The checks' functions as the worker bound them, before any student code ran.
-    run_student, export_outputs = setup["run_student"], setup["export_outputs"]
-    case_from_json, forbidden_error = setup["case_from_json"], setup["forbidden_error"]
-    save_file = setup["save_file"]
-    for index, spec in enumerate(cases):
-        status_path = os.path.join(job_dir, f"case_{index}.json")
-        _write_json(status_path, {"state": "started"})
-        case = case_from_json(spec)
-        prefix = f"{index}/"
-        inputs = {k[len(prefix) :]: v for k, v in inputs_all.items() if k.startswith(prefix)}
-        status = {"state": "finished", "error": None, "kernel": None, "others": {}}
-        start = time.perf_counter()
-        if case.target not in namespace:
-            status["error"] = f"your notebook does not define `{case.target}`"
-            status["error_type"] = "NameError"
-            status["missing"] = True
-        else:
-            try:
-                outputs = run_student(case, namespace[case.target], inputs)
-                if not isinstance(outputs, dict):
-                    raise TypeError(f"run_student returned a {type(outputs).__name__}")
-                # Exporting runs torch code the student may have patched: keep the guard
-                # armed, so a forbidden kernel cannot slip into the outputs at this point.
-                with setup["guard_class"]().watching():
-                    tensors, others = export_outputs(outputs)
-                    save_file(tensors, os.path.join(job_dir, f"case_{index}.safetensors"))
-                status["others"] = others
-            except forbidden_error as error:
-                status["kernel"] = str(getattr(error, "kernel", "?"))
-                status["error"] = str(error)[:1000]
-            except BaseException as error:  # the student's error is a result (see compare)
-                status["error"] = str(error)[:2000]
-                status["error_type"] = type(error).__name__
-                status["traceback"] = _short_traceback(error)
-        status["seconds"] = time.perf_counter() - start
-        _write_json(status_path, status)
+def _process_refused() -> bool:
+    """The filter's own test: a fork must fail (and must not leave a child)."""
+    try:
+        pid = os.fork()
+    except OSError:
+        return True
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return False
 
 
 def _set_limits(job: dict) -> None:
@@ -244,112 +235,217 @@ def _set_limits(job: dict) -> None:
     limit(resource.RLIMIT_AS, base + int(job["memory_bytes"]))
 
 
-def _drop_privileges(uid: int | None, gid: int | None) -> None:
-    if uid is None or os.getuid() != 0:
-        return
+def _drop_privileges(uid: int) -> None:
     os.setgroups([])
-    os.setgid(gid if gid is not None else uid)
+    os.setgid(uid)
     os.setuid(uid)
 
 
-def _read_exactly(fd: int, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = os.read(fd, min(left, 1 << 20))
+# --------------------------------------------------------------------------- the cells
+
+
+def _strip_magics(source: str) -> tuple[str, list[str]]:
+    """Blank out IPython's ``%`` and ``!`` lines (kept as empty lines so line numbers hold)."""
+    kept, dropped = [], []
+    for line in source.splitlines():
+        if line.lstrip().startswith(("%", "!")):
+            dropped.append(line.strip())
+            kept.append("")
+        else:
+            kept.append(line)
+    return "\n".join(kept), dropped
+
+
+def _short_traceback(error: BaseException, limit_chars: int = 3000) -> str:
+    """The traceback of a student's error, from the student's frames on."""
+    frames = traceback.extract_tb(error.__traceback__)
+    student = [frame for frame in frames if frame.filename.startswith("<")]
+    lines = traceback.format_list(student[-6:]) if student else []
+    lines += traceback.format_exception_only(type(error), error)
+    text = "".join(lines)
+    return text if len(text) <= limit_chars else "..." + text[-limit_chars:]
+
+
+def _compile_cell(source: str, label: str, entry: dict):
+    try:
+        return compile(source, f"<{label}>", "exec")
+    except SyntaxError as error:
+        stripped, dropped = _strip_magics(source)
+        if not dropped:
+            entry["error"] = _short_traceback(error)
+            return None
+        entry["unsupported"] = dropped
+        try:
+            return compile(stripped, f"<{label}>", "exec")
+        except SyntaxError as second:
+            entry["error"] = _short_traceback(second)
+            return None
+
+
+def _run_cells(cells: list[dict], namespace: dict, report_path: str) -> list[dict]:
+    report = []
+    for cell in cells:
+        # Written before each cell: if a cell ends the process, the grader knows which.
+        _write_json(report_path, report + [{"label": cell["label"], "running": True}])
+        entry = {"label": cell["label"], "error": None, "unsupported": []}
+        code = _compile_cell(cell["source"], cell["label"], entry)
+        if code is not None:
+            try:
+                exec(code, namespace)
+            except BaseException as error:  # SystemExit, KeyboardInterrupt too: as in a notebook
+                entry["error"] = _short_traceback(error)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+        report.append(entry)
+    return report
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+def _run_case(index: int, spec: dict, inputs_all: dict, namespace: dict, setup: dict) -> None:
+    job_dir, protocol = setup["job_dir"], setup["protocol"]
+    status_path = os.path.join(job_dir, protocol.case_status_file(index))
+    _write_json(status_path, {"state": "started"})
+    case = setup["case_from_json"](spec)
+    prefix = f"{index}/"
+    inputs = {k[len(prefix) :]: v for k, v in inputs_all.items() if k.startswith(prefix)}
+    status = {"state": "finished", "error": None, "kernel": None, "others": {}}
+    start = time.perf_counter()
+    if case.target not in namespace:
+        status.update(error=f"your notebook does not define `{case.target}`")
+        status.update(error_type="NameError", missing=True)
+    else:
+        try:
+            outputs = setup["run_student"](case, namespace[case.target], inputs)
+            if type(outputs) is not dict:
+                raise TypeError(f"run_student returned a {type(outputs).__name__}")
+            # Exporting runs torch code the student may have patched: keep the guard
+            # armed, so a forbidden kernel cannot slip into the outputs at this point.
+            with setup["guard_class"]().watching():
+                tensors, others = setup["export_outputs"](outputs)
+                setup["save_file"](
+                    tensors, os.path.join(job_dir, protocol.case_outputs_file(index))
+                )
+            status["others"] = others
+        except setup["forbidden_error"] as error:
+            status["kernel"] = str(getattr(error, "kernel", "?"))
+            status["error"] = str(error)[:1000]
+        except BaseException as error:  # the student's error is a result (see compare)
+            status["error"] = str(error)[:2000]
+            status["error_type"] = type(error).__name__
+            status["traceback"] = _short_traceback(error)
+    status["seconds"] = time.perf_counter() - start
+    _write_json(status_path, status)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
         if not chunk:
-            raise EOFError("the worker closed the pipe")
+            return b"".join(chunks)
         chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
-def _send_blob(fd: int, blob: bytes) -> None:
-    data = len(blob).to_bytes(8, "big") + blob
-    while data:
-        data = data[os.write(fd, data) :]
+def _receive_cases(channel: socket.socket, load_bytes) -> tuple[list, dict]:
+    """The cases and inputs, from the pipe whose read end arrives now on ``channel``."""
+    _, fds, _, _ = socket.recv_fds(channel, 16, 1)
+    if not fds:
+        raise EOFError("no cases were sent")
+    blob = _read_all(fds[0])
+    os.close(fds[0])
+    size = int.from_bytes(blob[:8], "big")
+    return json.loads(blob[8 : 8 + size]), load_bytes(blob[8 + size :])
 
 
-def _receive_blob(fd: int) -> bytes:
-    return _read_exactly(fd, int.from_bytes(_read_exactly(fd, 8), "big"))
+def _wait_for_cell_threads(seconds: float = 2.0) -> None:
+    """Give the threads the cells started a moment to end, as Python would at exit."""
+    deadline = time.monotonic() + seconds
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
-def _child(job_dir: str, job: dict, fds: dict[str, int], setup: dict) -> None:
-    """The forked child (stage A, then B): never returns (``os._exit``).
+# --------------------------------------------------------------------------- a job
 
-    Stage A runs the student's cells. It never sees the cases nor their inputs: the
-    worker took them out of the job folder before A started. After the cells, A forks
-    stage B and exits at once, which ends every thread the cells started; the worker kills
-    every other process the cells left, and only then hands the cases and inputs to B,
-    which runs them.
-    """
+
+def _enter_job_folder(job_dir: str, protocol) -> str:
+    os.setpgid(0, 0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    for fd, name in ((1, protocol.STDOUT_FILE), (2, protocol.STDERR_FILE)):
+        out = os.open(os.path.join(job_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, fd)
+        os.close(out)
+    work = os.path.join(job_dir, protocol.WORK_FOLDER)
+    os.makedirs(work, exist_ok=True)
+    os.chdir(work)
+    for name in ("TMPDIR", "HOME", "MPLCONFIGDIR"):
+        os.environ[name] = work
+    import tempfile
+
+    tempfile.tempdir = work
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
+    return work
+
+
+def _protect(job: dict, job_dir: str, setup: dict) -> list[str]:
+    """Install the submission's protections (before any student code); what holds."""
+    held = list(setup["worker_protections"])
+    if os.getuid() != 0:
+        held.append(f"uid {os.getuid()}")
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _set_limits(job)
+    landlock = _landlock(setup["read_paths"], [job_dir, os.devnull])
+    if landlock:
+        held.append(f"{landlock}: reads the system and Python only, writes its job folder only")
+    _seccomp(setup["pyseccomp"], setup["protocol"])
+    if not _process_refused():
+        raise RuntimeError("the seccomp filter let a fork through")
+    held.append("seccomp: no process, no program, no signal to another process")
+    return held
+
+
+def _child(job_dir: str, job: dict, pipes: dict[str, int], channel, setup: dict) -> None:
+    """The submission's process: never returns (``os._exit``)."""
+    protocol = setup["protocol"]
     code = 3
     try:
-        os.setpgid(0, 0)
-        for fd in (fds["control_in"], fds["control_out"], fds["to_child_w"], fds["from_child_r"]):
-            os.close(fd)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
-            out = os.open(os.path.join(job_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.dup2(out, fd)
-            os.close(out)
-        work = os.path.join(job_dir, "work")
-        os.makedirs(work, exist_ok=True)
-        if setup["unshare_net"]:
-            # Outside bubblewrap: no network when the kernel lets us (a root grader can
-            # unshare the network alone; otherwise with a user namespace).
-            if _libc.unshare(CLONE_NEWNET) != 0:
-                _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET)
-        if setup["drop_uid"] is not None and os.getuid() == 0:
-            os.chown(job_dir, setup["drop_uid"], setup["drop_uid"])
-            for root, dirs, files in os.walk(job_dir):
-                for name in dirs + files:
-                    os.chown(os.path.join(root, name), setup["drop_uid"], setup["drop_uid"])
-            _drop_privileges(setup["drop_uid"], setup["drop_uid"])
-        _prctl(PR_SET_NO_NEW_PRIVS, 1)
-        _set_limits(job)
-        # Writing past the file-size limit then fails with an error instead of killing us.
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        _enter_job_folder(job_dir, protocol)
+        if not os.read(pipes["go"], 1):  # the grader placed us in the job's cgroup
+            os._exit(code)
+        os.close(pipes["go"])
+        status = pipes["status"]
+        try:
+            held = _protect(job, job_dir, setup)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(protocol.EXIT_NO_PROTECTION)
+        os.write(status, (protocol.PROTECTIONS_PREFIX + json.dumps(held) + "\n").encode())
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error past the file-size limit
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.chdir(work)
-        os.environ["TMPDIR"] = work
-        os.environ["HOME"] = work
-        os.environ["MPLCONFIGDIR"] = work
-        import tempfile
 
-        tempfile.tempdir = work
-        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
-        sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
-
-        checks = setup["checks"]
-        load_bytes = setup["load_bytes"]
-        before = setup["snapshot"]
-        to_child, from_child = fds["to_child_r"], fds["from_child_w"]
-        _read_exactly(to_child, 1)  # the worker has taken the cases out of the job folder
-        cells = json.loads(open(os.path.join(job_dir, CELLS_FILE), encoding="utf-8").read())
-        os.unlink(os.path.join(job_dir, CELLS_FILE))
+        cells_path = os.path.join(job_dir, protocol.CELLS_FILE)
+        with open(cells_path, encoding="utf-8") as handle:
+            cells = json.load(handle)
         namespace = {"__name__": "__main__", "__builtins__": builtins}
-        report_path = os.path.join(job_dir, CELL_REPORT_FILE)
+        report_path = os.path.join(job_dir, protocol.CELL_REPORT_FILE)
         _write_json(report_path, _run_cells(cells, namespace, report_path))
-        _write_json(os.path.join(job_dir, TAMPER_FILE), _tampered(checks, before))
-        sys.stdout.flush()
-        sys.stderr.flush()
-
-        stage_b = os.fork()
-        if stage_b:
-            os.write(from_child, f"{stage_b}\n".encode())
-            os._exit(0)  # ends every thread the cells started
+        checks, before = setup["checks"], setup["snapshot"]
+        _write_json(os.path.join(job_dir, protocol.TAMPER_FILE), _tampered(checks, before))
+        _wait_for_cell_threads()
         gc.disable()  # no finaliser of the student's objects runs while the inputs are here
-        os.setpgid(0, 0)
-        cases = json.loads(_receive_blob(to_child))
-        inputs_all = load_bytes(_receive_blob(to_child))
-        _run_cases(job_dir, setup, namespace, cases, inputs_all)
-        # A graded call may have patched the checks for the next ones: look again.
-        tampered = _tampered(checks, before)
+        with setup["stage_guard"]():
+            os.write(status, (protocol.CELLS_DONE + "\n").encode())
+            cases, inputs_all = _receive_cases(channel, setup["load_bytes"])
+            for index, spec in enumerate(cases):
+                _run_case(index, spec, inputs_all, namespace, setup)
+        tampered = _tampered(checks, before)  # a graded call may have patched the checks
         if tampered:
-            _write_json(os.path.join(job_dir, TAMPER_FILE), tampered)
-        _write_json(os.path.join(job_dir, DONE_FILE), {"done": True})
+            _write_json(os.path.join(job_dir, protocol.TAMPER_FILE), tampered)
         code = 0
     except BaseException:
         try:
@@ -359,117 +455,120 @@ def _child(job_dir: str, job: dict, fds: dict[str, int], setup: dict) -> None:
     os._exit(code)
 
 
-def _kill_all_but(keep: set[int], first: int, last: int) -> int:
-    """In the sandbox's PID namespace: kill every process except ``keep`` (and init); how
-    many there were. There is no /proc to list them. PIDs are handed out in increasing
-    order, so what stage A's cells forked lies between A's PID and B's; try every PID
-    when the numbering wrapped around."""
-    killed = 0
-    candidates = range(first, last) if first <= last else range(2, 1 << 22)
-    for pid in candidates:
-        if pid not in keep:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except (ProcessLookupError, PermissionError):
-                pass
-    return killed
+class _Control:
+    """The zygote's control channel: JSON lines in and out, file descriptors beside them."""
+
+    def __init__(self, reader, writer, fd_socket: socket.socket):
+        self.reader, self.writer, self.fd_socket = reader, writer, fd_socket
+
+    def say(self, **message) -> None:
+        self.writer.write(json.dumps(message) + "\n")
+        self.writer.flush()
+
+    def hear(self) -> dict:
+        # Unbuffered, a byte at a time: what select() sees is all there is to read.
+        line = self.reader.readline(1 << 20)
+        if not line:
+            raise EOFError("the grader closed the control channel")
+        return json.loads(line)
 
 
-def _run_job(job: dict, jobs_dir: str, setup: dict, fds: dict[str, int], writer) -> tuple[int, int]:
-    """Fork stage A, feed stage B, wait for both: the wait status of the job's end, and how
-    many processes the cells had left running (killed before the graded calls)."""
-    job_dir = os.path.join(jobs_dir, job["job"])
-    # Out of the job folder before any student code runs; held here, where it cannot look.
-    cases_blob = open(os.path.join(job_dir, CASES_FILE), "rb").read()
-    inputs_blob = open(os.path.join(job_dir, INPUTS_FILE), "rb").read()
-    os.unlink(os.path.join(job_dir, CASES_FILE))
-    os.unlink(os.path.join(job_dir, INPUTS_FILE))
-    to_child_r, to_child_w = os.pipe()
-    from_child_r, from_child_w = os.pipe()
-    fds = dict(fds, to_child_r=to_child_r, to_child_w=to_child_w)
-    fds.update(from_child_r=from_child_r, from_child_w=from_child_w)
-    stage_a = os.fork()
-    if stage_a == 0:
-        _child(job_dir, job, fds, setup)
-    os.close(to_child_r)
-    os.close(from_child_w)
-    writer.write(json.dumps({"job": job["job"], "pid": stage_a}) + "\n")
-    writer.flush()
-    status, stray = None, 0
+def _lines(fd: int, buffer: bytearray) -> list[str]:
+    """The complete lines now readable on ``fd`` (empty list: nothing yet; None: EOF)."""
+    chunk = os.read(fd, 65536)
+    if not chunk:
+        return None
+    buffer += chunk[:65536]
+    lines = []
+    while b"\n" in buffer and len(lines) < 100:
+        line, _, rest = bytes(buffer).partition(b"\n")
+        buffer[:] = rest
+        lines.append(line.decode("utf-8", errors="replace")[:2000])
+    del buffer[1 << 16 :]  # a submission cannot make the zygote hold more than this
+    return lines
+
+
+def _run_job(job: dict, control: _Control, setup: dict) -> int:
+    """Fork the submission's process and see it through the stages; its wait status."""
+    name = job["job"]
+    job_dir = os.path.join(setup["jobs_dir"], "job")
+    go_r, go_w = os.pipe()
+    status_r, status_w = os.pipe()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:
+        for fd in (go_w, status_r, setup["control_in"], setup["control_out"], mine.fileno()):
+            os.close(fd)
+        control.fd_socket.close()
+        _child(job_dir, job, {"go": go_r, "status": status_w}, theirs, dict(setup, job_dir=job_dir))
+    for fd in (go_r, status_w):
+        os.close(fd)
+    theirs.close()
+    control.say(job=name, forked=pid)
     try:
-        os.write(to_child_w, b"g")
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = os.read(from_child_r, 64)
-            if not chunk:
-                break
-            line += chunk
-        _, status = os.waitpid(stage_a, 0)
-        if line.strip().isdigit():
-            stage_b = int(line)
-            writer.write(json.dumps({"job": job["job"], "pid": stage_b}) + "\n")
-            writer.flush()
-            if setup["pid_namespace"]:
-                stray = _kill_all_but({os.getpid(), stage_b}, stage_a + 1, stage_b)
-            else:
-                try:
-                    os.killpg(stage_a, signal.SIGKILL)  # what the cells left in A's group
-                except (ProcessLookupError, PermissionError):
-                    pass
-            try:
-                _send_blob(to_child_w, cases_blob)
-                _send_blob(to_child_w, inputs_blob)
-            except OSError:
-                pass
-            _, status = os.waitpid(stage_b, 0)
-    except (OSError, ChildProcessError):
+        started = control.hear()
+        if started.get("start"):
+            os.write(go_w, b"g")
+            _follow(name, pid, status_r, mine, control, setup)
+    except (OSError, EOFError, ValueError):
         pass
     finally:
-        os.close(to_child_w)
-        os.close(from_child_r)
-    return (status if isinstance(status, int) else -1), stray
+        os.close(go_w)
+        os.close(status_r)
+        mine.close()
+        with _suppress():
+            os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    return status
 
 
-def _descendants(root_pid: int) -> list[int]:
-    """The live processes whose parent chain leads to ``root_pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                stat = handle.read().decode(errors="replace")
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found, frontier = [], [root_pid]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in found:
-                found.append(pid)
-                frontier.append(pid)
-    return found
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], (ProcessLookupError, PermissionError))
+
+
+def _follow(name: str, pid: int, status_r: int, mine: socket.socket, control, setup) -> None:
+    """Relay the submission's stages to the grader, and the cases' channel back, until the
+    submission's process ends (its status pipe closes)."""
+    protocol = setup["protocol"]
+    buffer = bytearray()
+    first = True
+    while True:
+        ready, _, _ = select.select([status_r, control.reader], [], [])
+        if control.reader in ready:
+            message = control.hear()
+            if message.get("abort"):
+                os.kill(pid, signal.SIGKILL)
+                return
+            if message.get("cases"):
+                _, fds, _, _ = socket.recv_fds(control.fd_socket, 16, 1)
+                if fds:
+                    socket.send_fds(mine, [b"c"], fds)  # passed on, never read here
+                    for fd in fds:
+                        os.close(fd)
+        if status_r in ready:
+            lines = _lines(status_r, buffer)
+            if lines is None:
+                return
+            for line in lines:
+                if first and line.startswith(protocol.PROTECTIONS_PREFIX):
+                    held = json.loads(line[len(protocol.PROTECTIONS_PREFIX) :])
+                    control.say(job=name, protections=held)
+                elif line == protocol.CELLS_DONE:
+                    control.say(job=name, cells_done=True)
+                first = False
 
 
 def _sweep(in_pid_namespace: bool) -> None:
-    """Kill every process the last job left behind, and reap them (we are their subreaper)."""
+    """Kill every process the last job could have left, and reap them (we are their
+    subreaper). The seccomp filter lets a submission start none; this is the belt."""
     for _ in range(50):
-        if in_pid_namespace:
-            try:
-                os.kill(-1, signal.SIGKILL)  # all but us and the namespace's init (bwrap)
-            except ProcessLookupError:
-                pass
-        for pid in _descendants(os.getpid()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if in_pid_namespace:  # everything in the sandbox but us and its init
+            with _suppress():
+                os.kill(-1, signal.SIGKILL)
         try:
             while os.waitpid(-1, os.WNOHANG)[0] > 0:
                 pass
@@ -478,45 +577,35 @@ def _sweep(in_pid_namespace: bool) -> None:
         time.sleep(0.01)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checks", required=True, help="path of course_checks.py")
-    parser.add_argument("--jobs-dir", required=True)
-    parser.add_argument("--drop-uid", type=int, default=None)
-    parser.add_argument("--unshare-net", action="store_true")
-    parser.add_argument("--pid-namespace", action="store_true")
-    args = parser.parse_args()
+def _no_stage_guard():
+    import contextlib
 
-    # Keep the control channel away from fds 0-2, which the children redirect.
-    control_in = os.dup(0)
-    control_out = os.dup(1)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
-        os.dup2(null, fd)
-    sys.stdout = sys.stderr
-    reader = os.fdopen(control_in, "r", encoding="utf-8")
-    writer = os.fdopen(control_out, "w", encoding="utf-8")
+    return contextlib.nullcontext()
 
-    import torch
 
-    torch.set_num_threads(1)
-    # What students' notebooks commonly import, once, here: a submission then pays nothing
-    # for it, and still has it when (outside bubblewrap) it runs as a user that cannot read
-    # the Python install.
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception:
-            pass
+def _import_pyseccomp():
+    """pyseccomp finds libseccomp with ``ctypes.util.find_library``, which runs ``ldconfig``
+    and fails in the sandbox: name the library, which the dynamic loader finds itself."""
+    import ctypes.util
+
+    find = ctypes.util.find_library
+    ctypes.util.find_library = lambda name: "libseccomp.so.2" if name == "seccomp" else find(name)
+    try:
+        import pyseccomp
+    finally:
+        ctypes.util.find_library = find
+    return pyseccomp
+
+
+def _setup(args, checks, protocol) -> dict:
+    pyseccomp = _import_pyseccomp()
     from safetensors.torch import load as load_bytes
     from safetensors.torch import save_file
 
-    checks = _load_course_checks(args.checks)
-    # The guard's first use imports torch's compiler stack (seconds): pay it once, here,
-    # rather than in every forked submission.
-    checks.warm_up()
-    setup = {
+    return {
         "checks": checks,
+        "protocol": protocol,
+        "pyseccomp": pyseccomp,
         "snapshot": _snapshot(checks),
         "save_file": save_file,
         "load_bytes": load_bytes,
@@ -525,26 +614,77 @@ def main() -> None:
         "case_from_json": checks.Case.from_json,
         "forbidden_error": checks.ForbiddenKernelError,
         "guard_class": checks.ForbiddenKernelGuard,
-        "pid_namespace": args.pid_namespace,
-        "drop_uid": args.drop_uid,
-        "unshare_net": args.unshare_net,
+        "stage_guard": getattr(checks, "stage_guard", _no_stage_guard),
+        "jobs_dir": args.jobs_dir,
+        "read_paths": args.read_path,
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grader-dir", required=True, help="runner.py's folder")
+    parser.add_argument("--jobs-dir", required=True)
+    parser.add_argument("--fd-socket", type=int, required=True)
+    parser.add_argument("--drop-uid", type=int, default=None)
+    parser.add_argument("--unshare-net", action="store_true")
+    parser.add_argument("--pid-namespace", action="store_true")
+    parser.add_argument("--read-path", action="append", default=[])
+    args = parser.parse_args()
+    worker_protections = []
+    if args.unshare_net and _libc.unshare(CLONE_NEWNET) == 0:  # outside bubblewrap, as root
+        worker_protections.append("no network (own network namespace)")
+    if args.drop_uid is not None and os.getuid() == 0:
+        _drop_privileges(args.drop_uid)  # before anything is read, for good
+
+    # Keep the control channel away from fds 0-2, which the children redirect.
+    control_in, control_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    sys.stdout = sys.stderr
+    fd_socket = socket.socket(fileno=args.fd_socket)
+    control = _Control(
+        os.fdopen(control_in, "rb", buffering=0),
+        os.fdopen(control_out, "w", encoding="utf-8"),
+        fd_socket,
+    )
+
+    import torch
+
+    torch.set_num_threads(1)
+    # What students' notebooks commonly import, once, here: a submission then pays nothing
+    # for it, and still has it after Landlock hides everything else.
+    for module_name in PRELOAD:
+        try:
+            importlib.import_module(module_name)
+        except Exception:
+            pass
+    protocol = _load_module(os.path.join(args.grader_dir, "protocol.py"), "_grader_protocol")
+    checks = _load_module(os.path.join(args.grader_dir, "course_checks.py"), "course_checks")
+    # The guard's first use imports torch's compiler stack (seconds): pay it once, here,
+    # rather than in every forked submission.
+    checks.warm_up()
+    setup = _setup(args, checks, protocol)
+    setup.update(control_in=control_in, control_out=control_out)
+    setup["worker_protections"] = worker_protections
     gc.collect()
     gc.freeze()  # fewer copy-on-write page faults in the forked children
-    # Children cannot open our /proc entries (our control pipe) when we are not dumpable,
-    # and orphans of a job are re-parented to us so that we can sweep them.
+    # Children cannot open our /proc entries when we are not dumpable, and orphans of a
+    # job are re-parented to us so that we can sweep them.
     _prctl(PR_SET_DUMPABLE, 0)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
-    writer.write(json.dumps({"ready": True}) + "\n")
-    writer.flush()
-    fds = {"control_in": control_in, "control_out": control_out}
-    for line in reader:
-        job = json.loads(line)
-        status, stray = _run_job(job, args.jobs_dir, setup, fds, writer)
+    control.say(ready=True, pid=os.getpid(), threads=threading.active_count())
+    while True:
+        try:
+            job = control.hear()
+        except EOFError:
+            return
+        if "job" not in job:
+            continue
+        status = _run_job(job, control, setup)
         _sweep(args.pid_namespace)
-        writer.write(json.dumps({"job": job["job"], "ended": status, "stray": stray}) + "\n")
-        writer.flush()
+        control.say(job=job["job"], ended=status)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,55 @@
-"""The sandbox: long-lived workers (``runner.py`` zygotes) in bubblewrap, or without it.
+"""The sandbox, seen from the trusted side: long-lived workers (``runner.py`` zygotes).
 
 The trusted grader owns one ``Worker`` per job slot. A worker is a ``python -I`` process
-that has imported torch once and forks a child per submission (see ``runner.py``). With
+that imported torch once and forks a process per submission (see ``runner.py``). With
 bubblewrap it sees a read-only filesystem holding only the system, the Python install and
-a folder with ``runner.py`` and a copy of ``course_checks.py``; its own ``/tmp``; one
-read-write folder for the current job; no network; its own PID namespace (killing the
-sandbox kills everything in it). Without bubblewrap the same worker runs with the same
-limits, a private temporary directory, no network when the kernel allows it, and as
-``nobody`` when the grader is root and the Python install is readable by ``nobody``.
+the grader's folder (``runner.py``, ``protocol.py``, ``course_checks.py``); one folder for
+the current job, made anew for every job (also its ``/tmp``; ``/dev/shm`` is read-only);
+no network, no ``/proc``; its own PID namespace. It runs as a real unprivileged uid
+(``nobody``): when the grader is root, bubblewrap starts it as root without a user
+namespace and it drops to ``nobody`` before reading anything, so no file of the host is
+its own.
 
-The outer process enforces the wall-clock timeout: on timeout it kills the worker's whole
-process group (and the child's), and the next job starts a fresh worker.
+For every job the grader puts the submission's process into a cgroup of its own (memory and
+task limits for the whole submission), watches the stages from the host's ``/proc`` and
+sends the cases only when the cells' threads are gone (``protocol.py``). The wall-clock
+timeout kills the whole sandbox; a dead worker is restarted for the next job.
+
+Without bubblewrap nothing is graded, unless ``--sandbox none`` says the class is trusted:
+then the same worker runs without bubblewrap's filesystem view (Landlock still narrows it
+where the kernel has it), and every result says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from autograder import cgroups, protocol
+
 RUNNER = Path(__file__).with_name("runner.py")
+PROTOCOL = Path(__file__).with_name("protocol.py")
 NOBODY = 65534
 SANDBOX_HOME = "/grader"
 SANDBOX_JOBS = "/jobs"
+JOB_FOLDER = "job"  # the one job folder of a slot, made anew for each job
+MAX_CASES_BYTES = 1 << 30
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox the grader was asked for cannot be had here (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -39,29 +57,33 @@ class Limits:
     """Per-submission limits (the defaults let a plain-loop answer finish comfortably)."""
 
     timeout: float = 120.0  # wall clock, whole submission
-    memory_bytes: int = 4 << 30  # address space on top of the worker's own
+    memory_bytes: int = 4 << 30  # the whole submission (cgroup), and each process's growth
     file_bytes: int = 64 << 20  # largest file the submission may write
-    processes: int = 64  # RLIMIT_NPROC (enforced by the kernel for non-root uids)
+    processes: int = 64  # tasks (threads) in the cgroup; RLIMIT_NPROC is per uid, wider
 
     def for_job(self) -> dict:
         return {
             "cpu_seconds": int(self.timeout) + 5,
             "memory_bytes": self.memory_bytes,
             "file_bytes": self.file_bytes,
-            "processes": self.processes,
+            "processes": self.processes * 4,
         }
 
 
 @dataclass
 class JobOutcome:
-    """How a job ended, as the trusted side saw it (never what the child claims)."""
+    """How a job ended, as the trusted side saw it (never what the submission claims)."""
 
-    finished: bool  # the child ended (normally or not) before the timeout
+    finished: bool  # the submission's process ended (normally or not) before the timeout
     timed_out: bool
     wait_status: int | None
     seconds: float
-    worker_error: str | None = None
-    stray_processes: int = 0  # left running by the cells, killed before the graded calls
+    worker_error: str | None = None  # the grader's fault: grade again on a fresh worker
+    protections: list[str] = field(default_factory=list)  # what held while student code ran
+    refused: str | None = None  # why the cases were not sent (the cells left threads...)
+    memory_exceeded: bool = False
+    unprotected: bool = False  # the process ended before its protections were in place
+    kernel_hits: list[str] = field(default_factory=list)  # seen from outside the sandbox
 
 
 def _sandbox_env() -> dict[str, str]:
@@ -91,18 +113,19 @@ def _python_paths() -> list[str]:
     return paths
 
 
-def bwrap_command(grader_dir: str, jobs_dir: str, user_namespace: bool = True) -> list[str]:
-    """The bubblewrap command line that starts a worker (read-only binds of the essentials)."""
-    command = [
-        shutil.which("bwrap") or "bwrap",
-        "--unshare-all",
-        "--die-with-parent",
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-    ]
-    if user_namespace:
-        command += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+def bwrap_command(grader_dir: str, jobs_dir: str) -> list[str]:
+    """The bubblewrap command line that starts a worker (read-only binds of the essentials).
+
+    As root: no user namespace (whose only uid would map to root outside), capabilities
+    dropped but the two the worker needs to drop to ``nobody`` at once. Otherwise: a user
+    namespace, whose uid is the grader's own (nothing of the host is bound writable)."""
+    command = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
+    command += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+    command += ["--unshare-cgroup-try", "--cap-drop", "ALL"]
+    if os.geteuid() == 0:
+        command += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        command += ["--unshare-user"]
     command += ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -117,58 +140,87 @@ def bwrap_command(grader_dir: str, jobs_dir: str, user_namespace: bool = True) -
         "/etc/alternatives",
         "/etc/passwd",
         "/etc/group",
+        "/etc/fonts",
         "/sys/devices/system/cpu",
     ):
         command += ["--ro-bind-try", etc, etc]
-    # No /proc: a submission then cannot reach the worker's control pipe through
-    # /proc/<pid>/fd (same uid in the sandbox), nor see any process. torch only misses
-    # /proc/cpuinfo (bound alone, read-only) for its CPU detection.
-    command += ["--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/proc"]
+    # No /proc: a submission then sees no process. torch only misses /proc/cpuinfo (bound
+    # alone, read-only) for its CPU detection.
+    command += ["--dev", "/dev", "--dir", "/proc"]
     command += ["--ro-bind-try", "/proc/cpuinfo", "/proc/cpuinfo"]
-    command += ["--ro-bind-try", "/etc/fonts", "/etc/fonts"]
+    made: set[str] = set()
     for path in _python_paths():
+        # Folders bubblewrap makes for a bind are root's 0700 otherwise: nobody could not
+        # pass them (/root/.pyenv, /work/...).
+        for parent in reversed(Path(path).parents[:-1]):
+            if str(parent) not in made:
+                made.add(str(parent))
+                command += ["--perms", "0755", "--dir", str(parent)]
         command += ["--ro-bind", path, path]
     command += ["--ro-bind", grader_dir, SANDBOX_HOME, "--bind", jobs_dir, SANDBOX_JOBS]
+    # /tmp is the current job's working folder (new for every job); /dev/shm is read-only.
+    work = f"{SANDBOX_JOBS}/{JOB_FOLDER}/{protocol.WORK_FOLDER}"
+    command += ["--symlink", work, "/tmp", "--tmpfs", "/dev/shm", "--remount-ro", "/dev/shm"]
     command += ["--chdir", SANDBOX_JOBS, "--"]
     return command
 
 
-def _runner_args(home: str, jobs: str) -> list[str]:
+def _runner_args(home: str, jobs: str, fd: int) -> list[str]:
     return [
         sys.executable,
         "-I",
         "-B",
         f"{home}/runner.py",
-        "--checks",
-        f"{home}/course_checks.py",
+        "--grader-dir",
+        home,
         "--jobs-dir",
         jobs,
+        "--fd-socket",
+        str(fd),
     ]
 
 
 _probe_cache: dict[str, tuple[bool, str]] = {}
 
+_PROBE = """
+import os, sys
+sys.path[:0] = [sys.argv[1]]
+import protocol, runner
+runner._seccomp(runner._import_pyseccomp(), protocol)
+sys.exit(0 if runner._process_refused() else 3)
+"""
+
+
+def _probe(mode: str) -> tuple[bool, str]:
+    """Whether a worker can start here in ``mode`` and refuse a fork (and why not)."""
+    if mode in _probe_cache:
+        return _probe_cache[mode]
+    with tempfile.TemporaryDirectory(prefix="autograder-probe-") as scratch:
+        os.chmod(scratch, 0o755)
+        for source in (RUNNER, PROTOCOL):
+            shutil.copy(source, scratch)
+        tail = [sys.executable, "-I", "-c", _PROBE, SANDBOX_HOME if mode == "bwrap" else scratch]
+        command = bwrap_command(scratch, scratch) + tail if mode == "bwrap" else tail
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=120, env=_sandbox_env()
+            )
+            ok = done.returncode == 0
+            reason = "" if ok else (done.stderr.strip()[-400:] or f"exit status {done.returncode}")
+        except (OSError, subprocess.TimeoutExpired) as error:
+            ok, reason = False, str(error)
+    if not ok and mode == "bwrap" and shutil.which("bwrap") is None:
+        reason = "bubblewrap (bwrap) is not installed"
+    elif not ok:
+        reason = (
+            f"the {'bubblewrap ' if mode == 'bwrap' else ''}sandbox with seccomp failed: {reason}"
+        )
+    _probe_cache[mode] = (ok, reason)
+    return ok, reason
+
 
 def probe_bwrap() -> tuple[bool, str]:
-    """Whether bubblewrap can start this Python here (and why not)."""
-    if "bwrap" in _probe_cache:
-        return _probe_cache["bwrap"]
-    if shutil.which("bwrap") is None:
-        result = (False, "bubblewrap (bwrap) is not installed")
-    else:
-        with tempfile.TemporaryDirectory(prefix="autograder-probe-") as scratch:
-            command = bwrap_command(scratch, scratch) + [sys.executable, "-I", "-c", "import os"]
-            try:
-                done = subprocess.run(
-                    command, capture_output=True, text=True, timeout=60, env=_sandbox_env()
-                )
-                ok = done.returncode == 0
-                reason = "" if ok else f"bwrap failed: {done.stderr.strip()[:300]}"
-            except (OSError, subprocess.TimeoutExpired) as error:
-                ok, reason = False, f"bwrap failed: {error}"
-        result = (ok, reason)
-    _probe_cache["bwrap"] = result
-    return result
+    return _probe("bwrap")
 
 
 def _readable_by_nobody(path: str) -> bool:
@@ -187,50 +239,51 @@ def _readable_by_nobody(path: str) -> bool:
         current = parent
 
 
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; the Quick start's first "
+    "line does it), or pass --sandbox none to grade a trusted class without a sandbox"
+)
+
+
 def choose_sandbox(requested: str) -> tuple[str, str]:
-    """Resolve ``--sandbox auto|bwrap|none`` to ``bwrap`` or ``none``, with a note why."""
+    """Resolve ``--sandbox bwrap|none`` (``auto`` is ``bwrap``): fail closed, never fall back."""
     if requested == "none":
-        return "none", "bubblewrap not used (--sandbox none)"
+        ok, reason = _probe("none")
+        if not ok:
+            raise SandboxUnavailable(f"--sandbox none: {reason}")
+        return "none", "--sandbox none: no sandbox, for a trusted class"
     ok, reason = probe_bwrap()
-    if ok:
-        return "bwrap", ""
-    if requested == "bwrap":
-        raise RuntimeError(f"--sandbox bwrap requested but {reason}")
-    return "none", reason
+    if not ok:
+        raise SandboxUnavailable(f"no sandbox, so nothing was graded: {reason}; {INSTALL_HINT}")
+    return "bwrap", ""
 
 
 def describe_sandbox(mode: str, note: str = "") -> str:
-    """What isolation is actually active, for results.json and the summary."""
+    """The worker's isolation, for results.json and the summary (each job adds its own)."""
     if mode == "bwrap":
+        who = f"as uid {NOBODY}" if os.geteuid() == 0 else f"as the grader's uid {os.geteuid()}"
         return (
             "bubblewrap: read-only view of /usr and the Python install only (no course "
             "repository, no hidden cases, no solutions, no output folder, no other "
-            "submission, no /proc), private /tmp and job folder, no network, own PID namespace, "
-            f"uid {NOBODY} in a user namespace, no capabilities; rlimits on CPU time, "
-            "address space, processes and file size; wall-clock timeout kills the sandbox"
+            "submission, no /proc), a new job folder and /tmp for every submission, no "
+            f"network, own PID namespace, {who}, no capabilities; "
+            "wall-clock timeout kills the sandbox"
         )
-    if fallback_drop_uid() is not None:
-        who = f"as uid {NOBODY} (nobody)"
-    elif os.getuid() == 0:
-        who = (
-            "as root (uid 0), since nobody cannot read the Python install here: the "
-            "submission can read and write what the grader can"
-        )
-    else:
-        who = f"as uid {os.getuid()} (the grader's own user: it can write what the grader can)"
+    who = fallback_drop_uid()
+    who = f"as uid {who}" if who is not None else f"as the grader's uid {os.geteuid()}"
     text = (
-        "no bubblewrap: rlimits on CPU time, address space, processes and file size, own "
-        "process group, private temporary directory, no network when the kernel allows "
-        f"it, {who}; the filesystem is NOT hidden; wall-clock timeout kills the process group"
+        "NO SANDBOX (--sandbox none, for a trusted class): the filesystem is not hidden "
+        f"but where Landlock narrows it, {who}, own process group; "
+        "wall-clock timeout kills the process group"
     )
     return f"{text} ({note})" if note else text
 
 
 def fallback_drop_uid() -> int | None:
-    """The uid the fallback children drop to: ``nobody`` when the grader runs as root and
-    ``nobody`` can read the Python install. Otherwise none: torch imports modules lazily
+    """The uid the workers without bubblewrap drop to: ``nobody`` when the grader runs as root
+    and ``nobody`` can read the Python install. Otherwise none: torch imports modules lazily
     (``cProfile``...), and a correct answer must not fail for a permission."""
-    if os.getuid() != 0 or not _install_readable_by_nobody():
+    if os.geteuid() != 0 or not _install_readable_by_nobody():
         return None
     return NOBODY
 
@@ -238,6 +291,25 @@ def fallback_drop_uid() -> int | None:
 def _install_readable_by_nobody() -> bool:
     needed = [sys.base_prefix, sys.prefix, os.path.realpath(sys.executable)]
     return all(_readable_by_nobody(path) for path in needed)
+
+
+def _read_paths(grader_dir: str) -> list[str]:
+    """What a submission may read under Landlock: the system, Python, the grader's folder."""
+    system = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/proc", "/sys", "/dev"]
+    return [p for p in system if os.path.exists(p)] + _python_paths() + [grader_dir]
+
+
+# --------------------------------------------------------------------------- the host's view
+
+
+def _parent_and_nspid(pid: int) -> tuple[int, int] | None:
+    """A host process's parent and its PID in its innermost PID namespace."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        return int(fields["PPid"]), int(fields["NSpid"].split()[-1])
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
 
 
 def _host_descendants(root: int) -> list[int]:
@@ -259,6 +331,13 @@ def _host_descendants(root: int) -> list[int]:
     return found
 
 
+def thread_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
 class Worker:
     """One job slot: a zygote in the sandbox, restarted after a timeout or a crash."""
 
@@ -266,66 +345,84 @@ class Worker:
         self.mode = mode
         self.grader_dir = grader_dir
         self.startup_timeout = startup_timeout
-        self.jobs_dir = tempfile.mkdtemp(prefix="slot-", dir=work_root)
-        os.chmod(self.jobs_dir, 0o711)  # nobody may enter its own job folder, not list others
+        self.slot_dir = tempfile.mkdtemp(prefix="slot-", dir=work_root)
+        os.chmod(self.slot_dir, 0o755)  # root's: a submission cannot make a file in it
         self.process: subprocess.Popen | None = None
+        self.zygote_pid: int | None = None  # on the host
         self.base_bytes: int | None = None
         self.lines: queue.Queue[str | None] = queue.Queue()
-        self.log = open(os.path.join(work_root, os.path.basename(self.jobs_dir) + ".log"), "ab")
+        self.fd_socket: socket.socket | None = None
+        self.log = open(os.path.join(work_root, os.path.basename(self.slot_dir) + ".log"), "ab")
 
-    def _command(self) -> list[str]:
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.slot_dir) / JOB_FOLDER
+
+    def _command(self, fd: int) -> list[str]:
         if self.mode == "bwrap":
-            return (
-                bwrap_command(self.grader_dir, self.jobs_dir)
-                + _runner_args(SANDBOX_HOME, SANDBOX_JOBS)
-                + ["--pid-namespace"]
-            )
-        command = _runner_args(self.grader_dir, self.jobs_dir) + ["--unshare-net"]
-        drop = fallback_drop_uid()
-        if drop is not None:
-            command += ["--drop-uid", str(drop)]
+            command = bwrap_command(self.grader_dir, self.slot_dir)
+            command += _runner_args(SANDBOX_HOME, SANDBOX_JOBS, fd) + ["--pid-namespace"]
+            if os.geteuid() == 0:
+                command += ["--drop-uid", str(NOBODY)]
+        else:
+            command = _runner_args(self.grader_dir, self.slot_dir, fd) + ["--unshare-net"]
+            drop = fallback_drop_uid()
+            if drop is not None:
+                command += ["--drop-uid", str(drop)]
+        home = self.grader_dir if self.mode != "bwrap" else SANDBOX_HOME
+        for path in _read_paths(home):
+            command += ["--read-path", path]
         return command
 
     def start(self) -> None:
         self.lines = queue.Queue()
-        self.process = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            cwd=self.jobs_dir,
-            env=_sandbox_env(),
-            start_new_session=True,
-        )
+        self.new_job_dir()  # /tmp points into it from the start
+        self.fd_socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.process = subprocess.Popen(
+                self._command(theirs.fileno()),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.log,
+                cwd=self.slot_dir,
+                env=_sandbox_env(),
+                start_new_session=True,
+                pass_fds=[theirs.fileno()],
+            )
+        finally:
+            theirs.close()
         reader = threading.Thread(target=self._read, args=(self.process, self.lines), daemon=True)
         reader.start()
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            message = self._next(deadline)
-            if message is None:
-                self.kill()
-                raise RuntimeError(f"the sandbox worker did not start ({self.log.name})")
-            if message.get("ready"):
-                self.base_bytes = self._worker_address_space()
-                return
+        message = self._next(time.monotonic() + self.startup_timeout)
+        if message is None or not message.get("ready"):
+            self.kill()
+            raise RuntimeError(f"the sandbox worker did not start ({self.log.name})")
+        self.zygote_pid = self._find_zygote()
+        self.base_bytes = self._address_space(self.zygote_pid)
 
-    def _worker_address_space(self) -> int | None:
-        """The zygote's virtual size, read from the host's /proc (the sandbox has none):
-        the children's address-space limit is this plus ``Limits.memory_bytes``."""
-        try:
-            # The python running runner.py (bwrap's own command line names it too).
-            for pid in [self.process.pid] + _host_descendants(self.process.pid):
+    def _find_zygote(self) -> int | None:
+        """The python running runner.py, on the host (bubblewrap's own processes are above)."""
+        for pid in [self.process.pid] + _host_descendants(self.process.pid):
+            try:
                 with open(f"/proc/{pid}/cmdline", "rb") as handle:
                     arguments = handle.read().split(b"\0")
-                if b"python" not in os.path.basename(arguments[0]) or not any(
-                    argument.endswith(b"runner.py") for argument in arguments
-                ):
-                    continue
-                with open(f"/proc/{pid}/statm") as handle:
-                    return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            pass
+            except OSError:
+                continue
+            if b"python" in os.path.basename(arguments[0]) and any(
+                argument.endswith(b"runner.py") for argument in arguments
+            ):
+                return pid
         return None
+
+    @staticmethod
+    def _address_space(pid: int | None) -> int | None:
+        """The zygote's virtual size: each submission's address-space limit is this plus
+        ``Limits.memory_bytes`` (the cgroup, where there is one, counts what it adds)."""
+        try:
+            with open(f"/proc/{pid}/statm") as handle:
+                return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, TypeError):
+            return None
 
     @staticmethod
     def _read(process: subprocess.Popen, lines: queue.Queue) -> None:
@@ -344,6 +441,7 @@ class Worker:
             except queue.Empty:
                 return None
             if line is None:
+                self.lines.put(None)  # stays gone
                 return None
             try:
                 message = json.loads(line)
@@ -352,70 +450,168 @@ class Worker:
             if isinstance(message, dict):
                 return message
 
-    def new_job_dir(self, name: str) -> str:
-        path = os.path.join(self.jobs_dir, name)
-        os.mkdir(path, 0o700)
+    def _say(self, **message) -> None:
+        self.process.stdin.write((json.dumps(message) + "\n").encode())
+        self.process.stdin.flush()
+
+    def new_job_dir(self) -> Path:
+        """A new, empty job folder (the last job's is removed whole, by root)."""
+        self.clear_job()
+        path = self.job_dir
+        path.mkdir(mode=0o700)
+        (path / protocol.WORK_FOLDER).mkdir(mode=0o700)
+        if os.geteuid() == 0 and (self.mode == "bwrap" or fallback_drop_uid() is not None):
+            for folder in (path, path / protocol.WORK_FOLDER):
+                os.chown(folder, NOBODY, NOBODY)
         return path
 
-    def sandbox_job_path(self, name: str) -> str:
-        return name
+    def clear_job(self) -> None:
+        shutil.rmtree(self.job_dir, ignore_errors=True)
+        if self.job_dir.exists():
+            raise RuntimeError(f"the job folder {self.job_dir} could not be removed")
 
-    def run(self, name: str, limits: Limits) -> JobOutcome:
-        """Run the job prepared in ``jobs_dir/name``; wait at most ``limits.timeout``."""
+    def _host_pid(self, nspid: int) -> int | None:
+        """The host PID of the zygote's child ``nspid`` (found from the host's /proc)."""
+        if self.mode != "bwrap":
+            return nspid
+        for pid in _host_descendants(self.zygote_pid or -1):
+            seen = _parent_and_nspid(pid)
+            if seen is not None and seen == (self.zygote_pid, nspid):
+                return pid
+        return None
+
+    def _sandbox_processes(self) -> list[int]:
+        """Every process in the sandbox but bubblewrap's and the zygote."""
+        found = _host_descendants(self.process.pid)
+        return [pid for pid in found if pid != self.zygote_pid and pid not in self._bwrap_pids()]
+
+    def _bwrap_pids(self) -> set[int]:
+        pids = set()
+        for pid in [self.process.pid] + _host_descendants(self.process.pid):
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{pid}/comm") as handle:
+                    if handle.read().strip() == "bwrap":
+                        pids.add(pid)
+        return pids
+
+    def run(self, name: str, cells: list[dict], cases_blob: bytes, limits: Limits) -> JobOutcome:
+        """Run one submission: its cells, then (if it earns them) the cases."""
         start = time.monotonic()
-        if self.process is None or self.process.poll() is not None:
-            try:
-                self.start()
-            except (OSError, RuntimeError) as error:
-                return JobOutcome(False, False, None, time.monotonic() - start, str(error))
-        request = dict(limits.for_job(), job=name, base_bytes=self.base_bytes)
         try:
-            self.process.stdin.write((json.dumps(request) + "\n").encode())
-            self.process.stdin.flush()
-        except OSError as error:
+            if self.process is None or self.process.poll() is not None:
+                self.start()
+            else:
+                self.new_job_dir()
+            cells_path = self.job_dir / protocol.CELLS_FILE
+            cells_path.write_text(json.dumps(cells))
+            if os.geteuid() == 0 and (self.mode == "bwrap" or fallback_drop_uid() is not None):
+                os.chown(cells_path, NOBODY, NOBODY)
+        except (OSError, RuntimeError) as error:
             self.kill()
             return JobOutcome(False, False, None, time.monotonic() - start, str(error))
+        cgroup = cgroups.JobCgroup(limits.memory_bytes, limits.processes)
+        try:
+            outcome = self._follow(name, cases_blob, limits, cgroup)
+            outcome.memory_exceeded = cgroup.memory_exceeded()
+            return outcome
+        finally:
+            cgroup.remove()
+
+    def _follow(self, name, cases_blob, limits, cgroup) -> JobOutcome:
         begun = time.monotonic()
         deadline = begun + limits.timeout
-        child_pid = None
+        outcome = JobOutcome(False, False, None, 0.0)
+        outcome.protections = [cgroup.describe()]
+        try:
+            self._say(**limits.for_job(), job=name, base_bytes=self.base_bytes)
+        except OSError as error:
+            self.kill()
+            outcome.worker_error = f"the sandbox worker is gone ({error})"
+            return outcome
+        host_pid = None
+        protected = False
         while True:
             message = self._next(deadline)
             if message is None:
-                timed_out = time.monotonic() >= deadline
-                self.kill(child_pid)
-                return JobOutcome(
-                    False,
-                    timed_out,
-                    None,
-                    time.monotonic() - begun,
-                    None if timed_out else "the sandbox worker died",
-                )
+                outcome.timed_out = time.monotonic() >= deadline
+                if not outcome.timed_out:
+                    outcome.worker_error = "the sandbox worker died"
+                self.kill()
+                break
             if message.get("job") != name:
                 continue
-            if "pid" in message and isinstance(message["pid"], int):
-                child_pid = message["pid"]
-            if "ended" in message:
-                status = message["ended"] if isinstance(message["ended"], int) else None
-                stray = message.get("stray") if isinstance(message.get("stray"), int) else 0
-                return JobOutcome(True, False, status, time.monotonic() - begun, None, stray)
+            if "forked" in message:
+                host_pid = self._host_pid(int(message["forked"]))
+                if host_pid is None:
+                    outcome.worker_error = "the submission's process was not found on the host"
+                    self.kill()
+                    break
+                if cgroup.active:
+                    cgroup.add(host_pid)
+                self._say(job=name, start=True)
+            elif "protections" in message and not protected:
+                protected = True  # said before any student code ran: trusted
+                outcome.protections += [str(p) for p in message["protections"]][:10]
+            elif message.get("cells_done") and host_pid is not None:
+                refused = self._stage_b_refusal(host_pid)
+                if refused:
+                    outcome.refused = refused
+                    self._say(job=name, abort=refused)
+                else:
+                    self._send_cases(name, cases_blob)
+            elif "ended" in message:
+                outcome.finished = True
+                status = message["ended"]
+                outcome.wait_status = status if isinstance(status, int) else None
+                break
+        outcome.seconds = time.monotonic() - begun
+        outcome.unprotected = not protected
+        return outcome
 
-    def kill(self, child_pid: int | None = None) -> None:
-        """Kill the whole sandbox: the worker's process group, and the child's outside bwrap."""
+    def _stage_b_refusal(self, host_pid: int) -> str | None:
+        """Why the cases may not be sent now (None: they may): the submission must be one
+        process with one thread, as seen from the host."""
+        others = [pid for pid in self._sandbox_processes() if pid != host_pid]
+        if others:
+            return f"{len(others)} other process(es) were running in the sandbox"
+        threads = thread_count(host_pid)
+        if threads != 1:
+            return (
+                f"the cells left {threads - 1} thread(s) running; the graded calls run only "
+                "in a process with no thread of the cells left"
+            )
+        return None
+
+    def _send_cases(self, name: str, blob: bytes) -> None:
+        """A pipe made now, its read end handed to the submission through the zygote."""
+        read_end, write_end = os.pipe()
+        try:
+            self._say(job=name, cases=True)
+            socket.send_fds(self.fd_socket, [b"c"], [read_end])
+        finally:
+            os.close(read_end)
+
+        def write() -> None:
+            with contextlib.suppress(OSError), open(write_end, "wb") as stream:
+                stream.write(blob)
+
+        threading.Thread(target=write, daemon=True).start()
+
+    def kill(self) -> None:
+        """Kill the whole sandbox: the worker's process group, and anything left below it."""
         if self.process is None:
             return
-        if self.mode != "bwrap" and child_pid is not None and child_pid > 1:
-            try:
-                os.killpg(child_pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
+        below = _host_descendants(self.process.pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
+        for pid in below:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
+        if self.fd_socket is not None:
+            self.fd_socket.close()
+            self.fd_socket = None
         self.process = None
 
     def close(self) -> None:
@@ -427,4 +623,9 @@ class Worker:
                 pass
         self.kill()
         self.log.close()
-        shutil.rmtree(self.jobs_dir, ignore_errors=True)
+        shutil.rmtree(self.slot_dir, ignore_errors=True)
+
+
+def cases_blob(cases_json: bytes, inputs: bytes) -> bytes:
+    """The cases and their inputs as one message (the runner's ``_receive_cases``)."""
+    return len(cases_json).to_bytes(8, "big") + cases_json + inputs

@@ -1,0 +1,78 @@
+"""What the two sides of the sandbox say to each other: one definition for both.
+
+The trusted grader (``sandbox.py``, ``grading.py``) imports this as ``autograder.protocol``;
+the worker in the sandbox (``runner.py``) loads the same file by path, since the sandbox
+holds no ``autograder`` package. Nothing here runs student code, and nothing the student's
+side writes is trusted: the grader reads its files back with size limits and safe loaders.
+
+The control channel is the worker's stdin/stdout, one JSON object a line; file
+descriptors (the channel that carries the cases) travel over a Unix socket beside it.
+
+A job, as the worker and the grader see it::
+
+    grader -> worker   {"job": NAME, ...limits}          the job folder holds the cells
+    worker -> grader   {"job": NAME, "forked": NSPID}    the submission's process, held
+    grader -> worker   {"job": NAME, "start": true}      it now sits in its cgroup
+    worker -> grader   {"job": NAME, "cells_done": true} said by the submission: a hint
+    grader -> worker   {"job": NAME, "cases": true}      + the read end of a new pipe
+                       {"job": NAME, "abort": WHY}       or: kill it, no case is sent
+    worker -> grader   {"job": NAME, "ended": STATUS}    the process is gone
+"""
+
+from __future__ import annotations
+
+#: Files in a job folder. Written by the grader before the job starts:
+CELLS_FILE = "cells.json"
+#: Written by the submission's process (untrusted):
+CELL_REPORT_FILE = "cells_report.json"
+TAMPER_FILE = "tamper.json"
+STDOUT_FILE = "stdout.txt"
+STDERR_FILE = "stderr.txt"
+WORK_FOLDER = "work"  # the submission's working directory, /tmp and $HOME
+
+
+def case_status_file(index: int) -> str:
+    return f"case_{index}.json"
+
+
+def case_outputs_file(index: int) -> str:
+    return f"case_{index}.safetensors"
+
+
+#: What the submission's process says on its status pipe before any student code runs
+#: (trusted: written by the runner after the job started and before the first cell).
+PROTECTIONS_PREFIX = "protections "
+#: What it says after the cells (a hint only: student code can say it too).
+CELLS_DONE = "cells-done"
+
+#: Exit status of a submission's process whose protections could not be installed.
+EXIT_NO_PROTECTION = 97
+
+#: The syscalls a submission may not make, and the errno it gets. ``clone`` is refused
+#: only without CLONE_THREAD (threads are allowed); ``clone3``'s flags sit in memory a
+#: filter cannot read, so it is refused with ENOSYS, and glibc then falls back to
+#: ``clone``. ``kill``/``tgkill`` are allowed only towards the process itself.
+REFUSED_SYSCALLS = (
+    "fork",
+    "vfork",
+    "execve",
+    "execveat",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "tkill",
+)
+CLONE_THREAD = 0x00010000
