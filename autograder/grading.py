@@ -17,19 +17,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from autograder import notebook as nb
-from autograder import sandbox, static_scan
+from autograder import protocol, sandbox, static_scan
 
 #: Bump when the grading logic changes in a way the source hashes below would not show.
 GRADER_VERSION = "1"
@@ -39,53 +41,276 @@ MAX_OUTPUT_FILE = 256 << 20  # bytes of one case's outputs read back at most
 MAX_MESSAGE = 1500
 
 
+def _needs_a_look(finding: Any) -> bool:
+    """A static-scan finding that marks a route the guard cannot see (native code)."""
+    return getattr(finding, "severity", "") == "review"
+
+
 class GraderError(RuntimeError):
     """The grader itself cannot run (bad arguments, no notebooks, release missing)."""
 
 
 # --------------------------------------------------------------------------- discovery
 
+#: nbgrader's name for the folder of submissions; never a folder below the root.
+SUBMITTED = "submitted"
+#: Folders discovery enters below the root: nbgrader's layout needs two (student, assignment).
+MAX_FOLDERS = 4
+#: Entries (notebooks and refusals) one student's folder may add to a batch.
+MAX_ENTRIES_PER_STUDENT = 50
+#: Results of names that are not mirrored go under this folder (``~`` is never mirrored).
+HASHED_RESULTS = "~hashed"
+NO_STUDENT = "(no student folder)"
+_MIRRORABLE = re.compile(r"\w[\w.-]{0,63}")
+_MIRRORED_LENGTH = 200
+_NOT_FOLLOWED = "is a symbolic link: links in the submissions are never followed"
+
+
+def printable(text: str, limit: int = 200, *, unique: bool = True) -> str:
+    """``text`` with every character printable (and valid UTF-8), cut to ``limit``.
+
+    An undecodable byte of a file name (Python's surrogate escape) shows as ``\\xff``, any
+    other unprintable character (newline, bidi override, ...) as its Python escape; with
+    ``unique`` a backslash shows as two, so that two different names never print alike. A
+    text longer than ``limit`` is cut and ends with a short hash of the whole.
+    """
+    shown = []
+    for char in str(text):
+        if "\udc80" <= char <= "\udcff":
+            shown.append(f"\\x{ord(char) - 0xDC00:02x}")
+        elif char == "\\" and unique:
+            shown.append("\\\\")
+        elif char.isprintable():
+            shown.append(char)
+        else:
+            shown.append(char.encode("unicode_escape").decode("ascii"))
+    result = "".join(shown)
+    if len(result) <= limit:
+        return result
+    digest = hashlib.sha256(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{result[: limit - 9]}…{digest}"
+
 
 @dataclass(frozen=True)
 class Submission:
-    """A notebook to grade, and where its results go (``rel`` without the suffix)."""
+    """A notebook to grade (or an entry refused on the way), and where its results go.
+
+    ``rel`` is the path below the submissions root, ``student`` the printable name of its
+    first folder; ``problem`` says why it is refused (then nothing of it is read or run).
+    """
 
     path: Path
-    rel: Path  # relative to the PATH argument it was found under, e.g. alice/01_x/nb.ipynb
+    rel: Path  # relative to the root it was found under, e.g. alice/01_x/nb.ipynb
+    student: str = ""
+    problem: str | None = None
+    results_folder: Path | None = None  # below --out; discover sets one unique per batch
 
     @property
     def out_rel(self) -> Path:
-        return self.rel.with_suffix("")
+        if self.results_folder is not None:
+            return self.results_folder
+        return _results_folder(self.rel)
+
+
+def _results_folder(rel: Path, taken: int = 0) -> Path:
+    """``rel`` without ``.ipynb`` while short and printable, else a hashed name."""
+    mirrored = rel.with_name(rel.name.removesuffix(".ipynb")) if rel.parts else rel
+    parts = mirrored.parts
+    if (
+        not taken
+        and parts
+        and len(mirrored.as_posix()) <= _MIRRORED_LENGTH
+        and all(_MIRRORABLE.fullmatch(part) for part in parts)
+    ):
+        return mirrored
+    digest = hashlib.sha256(os.fsencode(rel.as_posix()) + b"\0%d" % taken).hexdigest()
+    return Path(HASHED_RESULTS) / digest[:24]
+
+
+def _refusal(path: Path, rel: Path, problem: str) -> Submission:
+    return Submission(path, rel, _student_of(rel), problem)
+
+
+def _student_of(rel: Path) -> str:
+    return printable(rel.parts[0]) if len(rel.parts) > 1 else NO_STUDENT
+
+
+def _walk(root: Path) -> list[Submission]:
+    """Every notebook below ``root``, and every entry refused on the way (never raises).
+
+    Nothing below the root is followed through a symbolic link; a folder named
+    ``submitted`` and folders deeper than ``MAX_FOLDERS`` are refused, not entered.
+    """
+    found: list[Submission] = []
+    pending = [(root, Path())]
+    while pending:
+        folder, rel = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            if not rel.parts:
+                raise GraderError(f"{root}: cannot be read ({error.strerror})") from error
+            found.append(_refusal(folder, rel, f"cannot be read ({error.strerror})"))
+            continue
+        for entry in entries:
+            found.extend(_look_at(entry, rel / entry.name, pending))
+    return found
+
+
+def _look_at(entry: os.DirEntry, rel: Path, pending: list) -> list[Submission]:
+    """What one folder entry adds: a notebook, a refusal, nothing (a folder is queued)."""
+    path = Path(entry.path)
+    is_notebook = entry.name.endswith(".ipynb")
+    try:
+        if entry.name == ".ipynb_checkpoints":
+            return []
+        if entry.is_symlink():
+            points_to_folder = entry.is_dir()  # a link to a folder could hold notebooks
+            return [_refusal(path, rel, _NOT_FOLLOWED)] if is_notebook or points_to_folder else []
+        if entry.is_dir(follow_symlinks=False):
+            if entry.name.casefold() == SUBMITTED:
+                why = (
+                    f"a folder named {SUBMITTED} inside a student's folder: the student is "
+                    "the first folder under the submissions root, so it is not searched"
+                )
+                return [_refusal(path, rel, why)]
+            if len(rel.parts) > MAX_FOLDERS:
+                why = f"folders nested more than {MAX_FOLDERS} deep are not searched"
+                return [_refusal(path, rel, why)]
+            pending.append((path, rel))
+            return []
+        if not is_notebook:
+            return []
+        if not entry.is_file(follow_symlinks=False):
+            return [_refusal(path, rel, "is not a regular file")]
+    except OSError as error:
+        return [_refusal(path, rel, f"cannot be read ({error.strerror})")]
+    if len(rel.parts) < 2:
+        why = "is not in a student's folder (<root>/<student>/<assignment>/<notebook>.ipynb)"
+        return [_refusal(path, rel, why)]
+    return [Submission(path, rel, _student_of(rel))]
+
+
+def _named_notebook(raw: str | Path) -> Submission:
+    """A notebook named on the command line, placed as if found under its root.
+
+    The root is the first folder called ``submitted`` on the path as typed (nbgrader's
+    ``submitted/<student>/<assignment>/<notebook>.ipynb``), else the folder three above
+    the notebook; below the root the same rules hold as for a folder searched.
+    """
+    typed = Path(os.path.normpath(raw))
+    parts = typed.parts
+    if SUBMITTED in parts[:-1]:
+        root = Path(*parts[: parts.index(SUBMITTED) + 1])
+    else:
+        absolute = Path(os.path.abspath(typed))
+        root = absolute.parents[min(2, len(absolute.parents) - 1)]
+        typed = absolute
+    rel = typed.relative_to(root)
+    folders = [part for part in rel.parts[:-1] if part.casefold() == SUBMITTED]
+    if folders:
+        return _refusal(typed, rel, f"a folder named {SUBMITTED} inside a student's folder")
+    if len(rel.parts) - 1 > MAX_FOLDERS:
+        return _refusal(typed, rel, f"folders nested more than {MAX_FOLDERS} deep")
+    step = root
+    for part in rel.parts:
+        step = step / part
+        if step.is_symlink():
+            return _refusal(typed, rel, f"{printable(part)} {_NOT_FOLLOWED}")
+    if len(rel.parts) < 2:
+        return _refusal(typed, rel, "is not in a student's folder")
+    return Submission(typed, rel, _student_of(rel))
+
+
+def _slot(submission: Submission) -> tuple[str, ...]:
+    """Where one notebook of a student goes: nbgrader's ``<student>/<assignment>/`` folder
+    (this course has one notebook per assignment), or the notebook itself when it lies
+    directly in the student's folder."""
+    parts = submission.rel.parts
+    return (parts[0], parts[1]) if len(parts) > 2 else (parts[0], "", parts[-1])
+
+
+def _refuse_second_notebooks(found: list[Submission]) -> list[Submission]:
+    """The first notebook (by path) of each slot is graded; any later one is refused."""
+    first: dict[tuple[str, ...], Submission] = {}
+    kept = []
+    for submission in found:
+        if submission.problem is None:
+            owner = first.setdefault(_slot(submission), submission)
+            if owner is not submission:
+                why = (
+                    "a second notebook for the same student and assignment: only the first, "
+                    f"{printable(owner.rel.as_posix())}, is graded"
+                )
+                submission = replace(submission, problem=why)
+        kept.append(submission)
+    return kept
+
+
+def _cap_per_student(found: list[Submission]) -> list[Submission]:
+    """At most ``MAX_ENTRIES_PER_STUDENT`` entries per student folder; one says the rest."""
+    counts: Counter[str] = Counter(s.rel.parts[0] if len(s.rel.parts) > 1 else "" for s in found)
+    seen: Counter[str] = Counter()
+    kept = []
+    for submission in found:
+        owner = submission.rel.parts[0] if len(submission.rel.parts) > 1 else ""
+        seen[owner] += 1
+        if seen[owner] < MAX_ENTRIES_PER_STUDENT:
+            kept.append(submission)
+        elif seen[owner] == MAX_ENTRIES_PER_STUDENT:
+            why = (
+                f"this folder holds {counts[owner]} notebooks or refused entries; the grader "
+                f"looks at {MAX_ENTRIES_PER_STUDENT - 1} per student, the rest are not graded"
+            )
+            kept.append(replace(submission, problem=why))
+    return kept
+
+
+def _with_results_folders(found: list[Submission]) -> list[Submission]:
+    """Each submission with its own results folder (no two alike, even case-insensitively)."""
+    taken: set[str] = set()
+    placed = []
+    for submission in found:
+        attempt = 0
+        while (folder := _results_folder(submission.rel, attempt)).as_posix().casefold() in taken:
+            attempt += 1
+        taken.add(folder.as_posix().casefold())
+        placed.append(replace(submission, results_folder=folder))
+    return placed
 
 
 def discover(paths: Iterable[str | Path]) -> list[Submission]:
-    """The notebooks named by ``paths`` (files, or folders searched recursively), sorted."""
-    found: dict[Path, Submission] = {}
-    for raw in paths:
+    """The notebooks named by ``paths``, and every entry refused on the way, sorted by path.
+
+    A folder is a submissions root (nbgrader's ``submitted/``): the student is the first
+    folder under it, as in ``<root>/<student>/<assignment>/<notebook>.ipynb``. A notebook
+    named on the command line is placed as ``_named_notebook`` says. Refused, with the
+    reason in ``problem`` (reported as "not graded", never run): a symbolic link anywhere
+    below the root (the root itself may be one), a folder named ``submitted`` below it,
+    folders more than ``MAX_FOLDERS`` deep, a notebook outside any student's folder, and a
+    second notebook in one student's assignment folder (the first by path is graded).
+    Only a path that does not exist, or a root that cannot be read, raises ``GraderError``.
+    """
+    entries: dict[tuple[str, str], tuple[int, Submission]] = {}
+    for order, raw in enumerate(paths):
         root = Path(raw)
-        if root.is_file():
-            # A notebook named on the command line keeps its relative path (a shell glob
-            # such as submitted/*/01_x/nb.ipynb must not collide); an absolute one, its name.
-            plain = not root.is_absolute() and ".." not in root.parts
-            candidates = [(root, root if plain else Path(root.name))]
-        elif root.is_dir():
-            candidates = [
-                (path, path.relative_to(root))
-                for path in sorted(root.rglob("*.ipynb"))
-                if ".ipynb_checkpoints" not in path.parts and path.is_file()
-            ]
-        else:
-            raise GraderError(f"{raw}: no such file or folder")
-        for path, rel in candidates:
-            submission = Submission(path, rel)
-            other = found.get(submission.out_rel)
-            if other is not None and other.path.resolve() != path.resolve():
-                raise GraderError(
-                    f"{other.path} and {path} would write the same results "
-                    f"({submission.out_rel}/results.json): grade them in separate runs"
-                )
-            found[submission.out_rel] = submission
-    return [found[key] for key in sorted(found)]
+        try:
+            if root.is_dir():
+                found = _walk(root)
+            elif root.is_file():
+                found = [_named_notebook(raw)]
+            else:
+                raise GraderError(f"{printable(str(raw))}: no such file or folder")
+        except OSError as error:
+            raise GraderError(f"{printable(str(raw))}: {error.strerror}") from error
+        for submission in found:
+            # the same notebook named twice (a folder and a file in it) is graded once
+            key = (submission.rel.as_posix(), os.path.realpath(submission.path))
+            entries.setdefault(key, (order, submission))
+    by_path = sorted(entries.items(), key=lambda entry: (entry[0][0], entry[1][0]))
+    ordered = [submission for _, (_, submission) in by_path]
+    return _with_results_folders(_cap_per_student(_refuse_second_notebooks(ordered)))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -104,8 +329,16 @@ def in_shard(submission: Submission, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
     k, n = shard
-    digest = hashlib.sha256(submission.rel.as_posix().encode()).digest()
+    digest = hashlib.sha256(os.fsencode(submission.rel.as_posix())).digest()
     return int.from_bytes(digest[:8], "big") % n == k - 1
+
+
+def student_name(submission: Submission, assignment: str | None = None) -> str:
+    """The student: the printable name of the first folder under the submissions root.
+
+    ``assignment`` is not used (the folder decides, whatever the notebook declares).
+    """
+    return submission.student or printable(submission.out_rel.as_posix())
 
 
 # --------------------------------------------------------------------------- the release
@@ -151,19 +384,6 @@ class Release:
         return None, ""
 
 
-def student_name(submission: Submission, assignment: str | None) -> str:
-    """The student: nbgrader's ``submitted/<student>/<assignment>/``, else the path."""
-    parts = submission.path.parts
-    if "submitted" in parts[:-1]:
-        index = len(parts) - 1 - parts[::-1].index("submitted")
-        if index + 1 < len(parts) - 1:
-            return parts[index + 1]
-    rel_parts = submission.rel.parts
-    if assignment and len(rel_parts) >= 3 and rel_parts[-2] == assignment:
-        return rel_parts[-3]
-    return submission.out_rel.as_posix()
-
-
 # --------------------------------------------------------------------------- cases
 
 
@@ -184,7 +404,7 @@ class Plan:
     tests: list[nb.TestCell]
     manual: list[nb.TestCell]
     cases: list[PlannedCase]
-    inputs_file: Path  # every case's inputs, keys "<index>/<name>" (safetensors)
+    cases_blob: bytes  # the cases (without seeds) and every input, keys "<index>/<name>"
     version: str  # hash of everything that decides a grade, with GRADER_VERSION
     setup_errors: dict[str, str] = field(default_factory=dict)  # grade_id -> why no cases
 
@@ -244,7 +464,7 @@ def build_plan(
 ) -> Plan:
     """Cases, inputs and torch's outputs for one assignment, in the trusted process."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     module = checks.module
     release_nb = release.notebook(assignment)
@@ -277,11 +497,15 @@ def build_plan(
         for name, value in item.inputs.items():
             if isinstance(value, torch.Tensor):
                 tensors[f"{index}/{name}"] = value.detach().clone().contiguous()
-    inputs_file = work_root / f"inputs-{assignment}.safetensors"
-    save_file(tensors, str(inputs_file))
+    # Kept in the grader's memory: never in a file a submission could find.
+    blob = sandbox.cases_blob(
+        json.dumps([case_to_json(item.case) for item in planned]).encode(), save(tensors)
+    )
     files = checks.source_files() + [
         release.notebooks[assignment],
         sandbox.RUNNER,
+        sandbox.PROTOCOL,
+        Path(sandbox.__file__),
         Path(__file__),
     ]
     # Not the seed: it changes every run, and a re-run must still recognise finished work.
@@ -292,7 +516,7 @@ def build_plan(
         tests,
         nb.manual_cells(release_nb),
         planned,
-        inputs_file,
+        blob,
         version,
         errors,
     )
@@ -488,9 +712,10 @@ class Grader:
         self.grader_dir = self.work_root / "grader"
         self.grader_dir.mkdir()
         shutil.copy(sandbox.RUNNER, self.grader_dir / "runner.py")
+        shutil.copy(sandbox.PROTOCOL, self.grader_dir / "protocol.py")
         shutil.copy(checks.path, self.grader_dir / "course_checks.py")
         os.chmod(self.grader_dir, 0o755)
-        for name in ("runner.py", "course_checks.py"):
+        for name in ("runner.py", "protocol.py", "course_checks.py"):
             os.chmod(self.grader_dir / name, 0o644)
         self.plans: dict[str, Plan] = {}
         self.plan_lock = threading.Lock()
@@ -515,6 +740,8 @@ class Grader:
         return self.out_dir / submission.out_rel / "results.json"
 
     def grade(self, submission: Submission, worker: sandbox.Worker) -> SubmissionResult:
+        if submission.problem is not None:
+            return self._refused(submission)
         start = time.monotonic()
         try:
             data = submission.path.read_bytes()
@@ -564,20 +791,7 @@ class Grader:
 
         cells = nb.student_code(notebook, self.release.notebook(assignment))
         findings = static_scan.scan_cells(cells)
-        job_name = secrets.token_hex(8)
-        job_dir = Path(worker.new_job_dir(job_name))
-        try:
-            (job_dir / "cells.json").write_text(
-                json.dumps([{"label": c.label, "source": c.source} for c in cells])
-            )
-            (job_dir / "cases.json").write_text(
-                json.dumps([case_to_json(item.case) for item in plan.cases])
-            )
-            shutil.copy(plan.inputs_file, job_dir / "inputs.safetensors")
-            outcome = worker.run(job_name, self.limits)
-            tests, notes = self._collect(plan, job_dir, outcome)
-        finally:
-            shutil.rmtree(job_dir, ignore_errors=True)
+        outcome, tests, notes = self._run_job(worker, plan, cells)
         output = self._header(plan, submission, sum(t["score"] for t in tests))
         if notes:
             output += "\n" + "\n".join(notes)
@@ -588,10 +802,56 @@ class Grader:
             )
         output += self._manual_text(plan, notebook)
         extra["static_scan"] = [str(f) for f in findings[:100]]
+        extra["needs_a_look"] = [str(f) for f in findings if _needs_a_look(f)][:30]
         extra["timed_out"] = outcome.timed_out
-        if outcome.worker_error:
-            extra["retry"] = True  # the sandbox failed: a re-run grades this one again
+        extra["protections"] = outcome.protections
+        if outcome.worker_error or outcome.unprotected:
+            # The grader's fault, twice: no grade (never a low one), and a re-run tries again.
+            extra["not_graded"] = outcome.worker_error or "the sandbox's protections failed"
+            extra["retry"] = True
+            output = (
+                f"Not graded: the grader failed on this notebook twice "
+                f"({extra['not_graded']}). This is not the submission's fault: grade it again."
+            )
+            return SubmissionResult(
+                _result_json(0, time.monotonic() - start, output, [], extra),
+                student,
+                plan.assignment,
+                0,
+                sum(t.points for t in plan.tests),
+            )
         return self._finish(submission, plan, student, tests, output, extra, start)
+
+    def _run_job(self, worker: sandbox.Worker, plan: Plan, cells: list[nb.CodeCell]):
+        """Run one submission in ``worker``; on a fault of the sandbox (not of the
+        submission), once more on a fresh worker."""
+        payload = [{"label": c.label, "source": c.source} for c in cells]
+        for _attempt in range(2):
+            outcome = worker.run(secrets.token_hex(8), payload, plan.cases_blob, self.limits)
+            try:
+                tests, notes = self._collect(plan, worker.job_dir, outcome)
+            finally:
+                worker.clear_job()  # outputs and cells gone from the disk at once
+            if not (outcome.worker_error or outcome.unprotected) or self.stopping:
+                break
+            worker.kill()
+        return outcome, tests, notes
+
+    def _refused(self, submission: Submission) -> SubmissionResult:
+        """A submission that discovery refused: "not graded", nothing of it read or run."""
+        why = str(submission.problem)
+        student = student_name(submission)
+        extra = {
+            "notebook": submission.rel.as_posix(),
+            "student": student,
+            "assignment": None,
+            "not_graded": why,
+            "max_score": 0,
+            "grader_version": GRADER_VERSION,
+            "sandbox": self.mode,
+        }
+        output = f"Not graded: {printable(submission.rel.as_posix())}: {why}."
+        return SubmissionResult(_result_json(0, 0.0, output, [], extra), student, "", 0, 0)
 
     def _previous(self, submission: Submission, digest: str, plan: Plan) -> SubmissionResult | None:
         path = self.results_path(submission)
@@ -676,14 +936,17 @@ class Grader:
         elif outcome.worker_error:
             stopped = f"the sandbox failed ({outcome.worker_error})"
             notes.append(f"The sandbox failed: {outcome.worker_error}")
+        elif outcome.refused:
+            stopped = f"the graded calls were not run: {outcome.refused}"
+            notes.append(f"The graded calls did not run: {outcome.refused}.")
         else:
             stopped = "the submission's process ended (os._exit, a crash, or a limit)"
-        if outcome.stray_processes:
+        if outcome.memory_exceeded:
             notes.append(
-                f"Your cells left {outcome.stray_processes} process(es) running: they were "
-                "stopped before the graded calls, which run alone."
+                f"The submission reached its memory limit ({self.limits.memory_bytes >> 20} MiB "
+                "for the whole submission)."
             )
-        report = _read_json(job_dir / "cells_report.json")
+        report = _read_json(job_dir / protocol.CELL_REPORT_FILE)
         if isinstance(report, list):
             for entry in report[:200]:
                 if not isinstance(entry, dict):
@@ -701,14 +964,22 @@ class Grader:
                         f"{label}: IPython lines are not supported and were skipped: "
                         + _clip(", ".join(map(str, entry["unsupported"])), 300)
                     )
-        tampered = _read_json(job_dir / "tamper.json")
+        tampered = _read_json(job_dir / protocol.TAMPER_FILE)
         tampered = [str(t) for t in tampered] if isinstance(tampered, list) else []
         if tampered:
             notes.append("The submission modified the grader's checks: no case is graded.")
+        if outcome.kernel_hits:
+            tampered = [f"forbidden kernel {k} (seen from outside the sandbox)"
+                        for k in outcome.kernel_hits[:5]]  # fmt: skip
+            notes.append(
+                "A forbidden kernel was reached while the cases were in the sandbox (seen by "
+                f"the grader from outside it): {', '.join(outcome.kernel_hits[:5])}. "
+                "No case is graded."
+            )
         by_test: dict[str, list[CaseResult]] = {t.grade_id: [] for t in plan.tests}
         for index, item in enumerate(plan.cases):
-            status = _read_json(job_dir / f"case_{index}.json")
-            outputs, read_error = _read_tensors(job_dir / f"case_{index}.safetensors")
+            status = _read_json(job_dir / protocol.case_status_file(index))
+            outputs, read_error = _read_tensors(job_dir / protocol.case_outputs_file(index))
             result = judge_case(self.checks, item, status, outputs, read_error, tampered, stopped)
             by_test.setdefault(item.case.grade_id, []).append(result)
         tests = []
