@@ -23,6 +23,8 @@ LITERAL_SECRETS = {
 SECRET_NAMED_KEY = re.compile(r"(token|password|passwd|secret|api[_-]?key|private[_-]?key)", re.I)
 EXPRESSION = re.compile(r"^\$\{\{.*\}\}$", re.S)
 # owner/repo[/path]@v1, @v1.2.3, or a full commit SHA.
+# A package manager named as a command (not "pipefail").
+INSTALLER = re.compile(r"\b(apt-get|apt|aptitude|dpkg|sudo|pip3?|conda)\b")
 PINNED_ACTION = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$")
 
 
@@ -96,8 +98,26 @@ def test_quick_start_reader():
 def test_readme_quick_start_is_build_then_test(quick_start):
     assert len(quick_start) == 2, quick_start
     build, test = quick_start
+    # The machine first (Debian packages, venv; tests/test_setup.py), then the book.
+    assert build.startswith("bash .ci/setup.sh && "), build
     assert "jupyter-book build . -W -n --keep-going" in build
     assert "-m pytest" in test
+
+
+def test_ci_run_installs_nothing_of_its_own(repo_root):
+    """Whatever a fresh machine needs, the Quick start's first line installs: CI has no
+    install step that a newcomer would miss."""
+    script = (repo_root / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    installing = [line for line in commands if INSTALLER.search(line)]
+    assert not installing, f".ci/run installs things itself: {installing}"
+
+
+def test_chapter_8_shows_the_readme_quick_start(repo_root, quick_start):
+    """The instructors' chapter repeats the Quick start: it must be the README's, verbatim."""
+    chapter = (repo_root / "book" / "08_for_instructors.md").read_text(encoding="utf-8")
+    setting_up = chapter[chapter.index("## Setting up") :]
+    assert quick_start_lines("## Quick start\n" + setting_up) == quick_start
 
 
 def test_ci_run_reads_the_same_quick_start(repo_root, quick_start):
