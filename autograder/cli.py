@@ -1,8 +1,9 @@
 """``python -m autograder``: grade a batch, self-check a notebook, merge shard outputs.
 
 Exit status: ``grade`` and ``merge`` return 0 when grading worked, whatever the scores,
-and 2 when the grader itself could not run (bad arguments, no notebooks, release
-missing). ``check`` returns 0 when every public case passes, 1 when some fail, 2 when it
+2 when the grader itself could not run (bad arguments, no notebooks, release missing, no
+sandbox: nothing is recorded then), and ``grade`` 3 when the batch is incomplete (a
+notebook the sandbox failed on twice is "not graded"; run the same command again). ``check`` returns 0 when every public case passes, 1 when some fail, 2 when it
 could not run.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from autograder import grading, reports, sandbox
 
 CANNOT_RUN = 2
+INCOMPLETE = 3
 
 
 def _progress_bar(done: int, total: int) -> None:
@@ -55,7 +57,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--sandbox",
         choices=["auto", "bwrap", "none"],
         default="auto",
-        help="bubblewrap, none (limits only), or auto: bubblewrap when it works here",
+        help="bubblewrap with seccomp (auto, bwrap: the grader refuses to run without it), "
+        "or none: NO sandbox, only for a trusted class (written into every result)",
     )
 
 
@@ -92,12 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_refused(found: list[grading.Submission]) -> None:
+    """Say on stderr what discovery refused (each is "not graded" in the reports)."""
+    refused = [s for s in found if s.problem]
+    if not refused:
+        return
+    lines = [f"autograder: {len(refused)} of {len(found)} entries refused, reported as not graded:"]
+    lines += [f"  {grading.printable(s.rel.as_posix())}: {s.problem}" for s in refused[:20]]
+    if len(refused) > 20:
+        lines.append(f"  ... and {len(refused) - 20} more (see summary.md)")
+    print("\n".join(lines), file=sys.stderr)
+
+
 def run_grade(args: argparse.Namespace) -> int:
     shard = grading.parse_shard(args.shard) if args.shard else None
     release = grading.Release(args.release)
     found = grading.discover(args.paths)
     if not found:
         raise grading.GraderError(f"no notebooks found in {' '.join(args.paths)}")
+    _report_refused(found)
     # A shard may be empty (few notebooks, many shards): that is not an error.
     submissions = [s for s in found if grading.in_shard(s, shard)]
     if args.jobs < 1:
@@ -127,6 +143,14 @@ def run_grade(args: argparse.Namespace) -> int:
         f"in {time.monotonic() - start:.1f} s (sandbox: {grader.mode}); "
         f"results in {args.out}"
     )
+    failed = [r for r in results if r.results.get("extra_data", {}).get("retry")]
+    if failed:
+        print(
+            f"autograder: {len(failed)} notebook(s) not graded (the sandbox failed on them "
+            "twice); run the same command again to grade them",
+            file=sys.stderr,
+        )
+        return INCOMPLETE
     return 0
 
 

@@ -195,6 +195,9 @@ def _probe(mode: str) -> tuple[bool, str]:
     """Whether a worker can start here in ``mode`` and refuse a fork (and why not)."""
     if mode in _probe_cache:
         return _probe_cache[mode]
+    if mode == "bwrap" and shutil.which("bwrap") is None:
+        _probe_cache[mode] = (False, "bubblewrap (bwrap) is not installed (not on PATH)")
+        return _probe_cache[mode]
     with tempfile.TemporaryDirectory(prefix="autograder-probe-") as scratch:
         os.chmod(scratch, 0o755)
         for source in (RUNNER, PROTOCOL):
@@ -209,9 +212,7 @@ def _probe(mode: str) -> tuple[bool, str]:
             reason = "" if ok else (done.stderr.strip()[-400:] or f"exit status {done.returncode}")
         except (OSError, subprocess.TimeoutExpired) as error:
             ok, reason = False, str(error)
-    if not ok and mode == "bwrap" and shutil.which("bwrap") is None:
-        reason = "bubblewrap (bwrap) is not installed"
-    elif not ok:
+    if not ok:
         reason = (
             f"the {'bubblewrap ' if mode == 'bwrap' else ''}sandbox with seccomp failed: {reason}"
         )

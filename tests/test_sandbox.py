@@ -1,0 +1,167 @@
+"""The sandbox's promises, each tried by a submission that attacks it (``python -m autograder``).
+
+Each test writes a few submissions of the mini release of ``test_grader.py`` and grades
+them end to end: a process started by a cell, a thread left for the graded calls, a file
+left for the next job, a sandbox that dies in the middle of a batch, a machine without
+bubblewrap. Expected scores are what each submission deserves: full marks for the honest
+part of a notebook, 0 where the graded calls did not run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.test_grader import (
+    FULL,
+    REPO_ROOT,
+    grader,
+    results,
+    scores,
+    submission,
+    write_release,
+    write_submission,
+)
+
+
+def test_a_cell_can_start_no_process_nor_program(tmp_path):
+    """fork, subprocess and os.system fail in a cell with EPERM; the notebook is still graded."""
+    attempts = (
+        "import os, subprocess\n"
+        "refused = []\n"
+        "for attempt in (os.fork, lambda: subprocess.run(['true']), lambda: os.system('true')):\n"
+        "    try:\n"
+        "        if attempt() == 0:\n"
+        "            os._exit(0)\n"
+        "    except OSError as error:\n"
+        "        refused.append(error.errno)\n"
+        "assert refused == [1, 1], refused\n"
+    )
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "forks", submission(extra=attempts))
+    run = grader("grade", "submitted", "--out", "out", "--release", str(release), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    data = results(tmp_path / "out", "forks")
+    # os.system does not raise: it returns the failed fork's status, so only two errors.
+    assert data["score"] == FULL and "raised" not in data["output"], data["output"]
+    assert any("seccomp" in p for p in data["extra_data"]["protections"])
+
+
+def test_a_thread_left_by_the_cells_gets_no_case(tmp_path):
+    """The cases are sent only when the cells' threads are gone: one that waits gets none."""
+    waiter = "import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()\n"
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "a_waits", submission(extra=waiter))
+    write_submission(tmp_path, "b_honest", submission())
+    run = grader(
+        "grade", "submitted", "--out", "out", "--release", str(release), "--jobs", "1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert scores(tmp_path / "out") == {"a_waits": 0, "b_honest": FULL}
+    assert "thread(s) running" in results(tmp_path / "out", "a_waits")["output"]
+
+
+def test_each_job_starts_with_a_new_tmp_and_job_folder(tmp_path):
+    """What one submission leaves in /tmp, /dev/shm or its job folder, the next never sees."""
+    plant = (
+        "import os\n"
+        "for path in ('/tmp/answer', '../answer', '/dev/shm/answer'):\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    # Found anything: it throws its own answer away and scores 0 on the conv tests.
+    look = (
+        "import os\n"
+        "if any(os.path.exists(p) for p in ('/tmp/answer', '../answer', '/dev/shm/answer')):\n"
+        "    del conv_transpose1d\n"
+    )
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "a_plants", submission(extra=plant))
+    notebook = submission()
+    notebook["cells"].append({"cell_type": "code", "metadata": {}, "source": look,
+                              "outputs": [], "execution_count": None})  # fmt: skip
+    write_submission(tmp_path, "b_looks", notebook)
+    run = grader(
+        "grade", "submitted", "--out", "out", "--release", str(release), "--jobs", "1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert scores(tmp_path / "out") == {"a_plants": FULL, "b_looks": FULL}
+
+
+def _zygotes(root_pid: int) -> list[int]:
+    """The sandbox workers (python running runner.py) below ``root_pid``."""
+    from autograder.sandbox import _host_descendants
+
+    found = []
+    for pid in _host_descendants(root_pid):
+        try:
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"runner.py") for a in arguments) and b"python" in arguments[0]:
+            found.append(pid)
+    return found
+
+
+def test_a_worker_killed_mid_batch_is_graded_again(tmp_path):
+    """The sandbox dying under an honest submission costs it nothing: a fresh worker grades it."""
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "slow", submission(extra="import time\ntime.sleep(6)\n"))
+    command = [sys.executable, "-m", "autograder", "grade", "submitted", "--out", "out",
+               "--release", str(release), "--jobs", "1"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    with subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE) as run:
+        killed = None
+        deadline = time.monotonic() + 120
+        while killed is None and time.monotonic() < deadline and run.poll() is None:
+            # Killed while the submission's process runs (the zygote has a child then).
+            for zygote in _zygotes(run.pid):
+                if Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split():
+                    os.kill(zygote, signal.SIGKILL)
+                    killed = zygote
+            time.sleep(0.2)
+        stderr = run.communicate(timeout=300)[1].decode()
+    assert killed is not None, "the worker was never seen running a job"
+    assert run.returncode == 0, stderr
+    data = results(tmp_path / "out", "slow")
+    assert data["score"] == FULL, data["output"]
+    assert "not_graded" not in data["extra_data"]
+
+
+def test_without_bubblewrap_nothing_is_graded(tmp_path):
+    """No bwrap on PATH: exit 2, a message naming bubblewrap, and no output folder at all."""
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "someone", submission())
+    (tmp_path / "bin").mkdir()
+    env = dict(os.environ, PATH=str(tmp_path / "bin"), PYTHONPATH=str(REPO_ROOT))
+    run = subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", "submitted", "--out", "out",
+         "--release", str(release)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "bubblewrap" in run.stderr and "--sandbox none" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_sandbox_none_is_said_in_every_result(tmp_path):
+    """--sandbox none grades (a trusted class) and every result says there was no sandbox."""
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "correct", submission())
+    run = grader(
+        "grade", "submitted", "--out", "out", "--release", str(release), "--sandbox", "none",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    data = results(tmp_path / "out", "correct")
+    assert data["score"] == FULL
+    assert data["extra_data"]["sandbox"] == "none"
+    assert "NO SANDBOX" in data["output"]
