@@ -289,7 +289,8 @@ def discover(paths: Iterable[str | Path]) -> list[Submission]:
     reason in ``problem`` (reported as "not graded", never run): a symbolic link anywhere
     below the root (the root itself may be one), a folder named ``submitted`` below it,
     folders more than ``MAX_FOLDERS`` deep, a notebook outside any student's folder, and a
-    second notebook in one student's assignment folder (the first by path is graded).
+    second notebook in one student's assignment folder: the first by path (``.ipynb``
+    left out, so that ``nb.ipynb`` comes before ``nb-Copy1.ipynb``) is graded.
     Only a path that does not exist, or a root that cannot be read, raises ``GraderError``.
     """
     entries: dict[tuple[str, str], tuple[int, Submission]] = {}
@@ -308,7 +309,10 @@ def discover(paths: Iterable[str | Path]) -> list[Submission]:
             # the same notebook named twice (a folder and a file in it) is graded once
             key = (submission.rel.as_posix(), os.path.realpath(submission.path))
             entries.setdefault(key, (order, submission))
-    by_path = sorted(entries.items(), key=lambda entry: (entry[0][0], entry[1][0]))
+    # without ".ipynb", Jupyter's "nb-Copy1.ipynb" comes after "nb.ipynb"
+    by_path = sorted(
+        entries.items(), key=lambda entry: (entry[0][0].removesuffix(".ipynb"), entry[1][0])
+    )
     ordered = [submission for _, (_, submission) in by_path]
     return _with_results_folders(_cap_per_student(_refuse_second_notebooks(ordered)))
 
@@ -721,6 +725,7 @@ class Grader:
         self.plan_lock = threading.Lock()
         self.workers: list[sandbox.Worker] = []
         self.stopping = False
+        self._record: dict[Path, Any] = {}
 
     # -- plans
 
@@ -854,10 +859,11 @@ class Grader:
         return SubmissionResult(_result_json(0, 0.0, output, [], extra), student, "", 0, 0)
 
     def _previous(self, submission: Submission, digest: str, plan: Plan) -> SubmissionResult | None:
-        path = self.results_path(submission)
-        if self.force or path is None or not path.is_file():
+        """The result of an earlier run, as the grader read it before any submission ran
+        (a file a submission wrote during this run is never read back)."""
+        old = self._record.get(submission.out_rel)
+        if self.force or old is None:
             return None
-        old = _read_json(path, limit=64 << 20)
         if not isinstance(old, dict) or not isinstance(old.get("extra_data"), dict):
             return None
         extra = old["extra_data"]
@@ -1014,6 +1020,11 @@ class Grader:
         self, submissions: list[Submission], progress: Callable[[int, int], None] | None = None
     ) -> list[SubmissionResult]:
         """Grade every submission (each result written as soon as it is known)."""
+        self._record = {}
+        for submission in submissions:
+            path = self.results_path(submission)
+            if path is not None and not self.force and path.is_file():
+                self._record[submission.out_rel] = _read_json(path, limit=64 << 20)
         self.workers = [
             sandbox.Worker(self.mode, str(self.grader_dir), str(self.work_root))
             for _ in range(min(self.jobs, max(1, len(submissions))))
@@ -1034,7 +1045,12 @@ class Grader:
                         0,
                         f"Not graded: the grader failed on this notebook ({error!r}).",
                         [],
-                        {"notebook": submissions[index].rel.as_posix(), "error": repr(error)},
+                        {
+                            "notebook": submissions[index].rel.as_posix(),
+                            "error": repr(error),
+                            "not_graded": "the grader failed",
+                            "retry": True,
+                        },
                     ),
                     student_name(submissions[index], None),
                     "",
