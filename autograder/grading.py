@@ -170,11 +170,7 @@ def _look_at(entry: os.DirEntry, rel: Path, pending: list) -> list[Submission]:
             return [_refusal(path, rel, _NOT_FOLLOWED)] if is_notebook or points_to_folder else []
         if entry.is_dir(follow_symlinks=False):
             if entry.name.casefold() == SUBMITTED:
-                why = (
-                    f"a folder named {SUBMITTED} inside a student's folder: the student is "
-                    "the first folder under the submissions root, so it is not searched"
-                )
-                return [_refusal(path, rel, why)]
+                return [_refusal(path, rel, _nested_submitted(rel))]
             if len(rel.parts) > MAX_FOLDERS:
                 why = f"folders nested more than {MAX_FOLDERS} deep are not searched"
                 return [_refusal(path, rel, why)]
@@ -190,6 +186,18 @@ def _look_at(entry: os.DirEntry, rel: Path, pending: list) -> list[Submission]:
         why = "is not in a student's folder (<root>/<student>/<assignment>/<notebook>.ipynb)"
         return [_refusal(path, rel, why)]
     return [Submission(path, rel, _student_of(rel))]
+
+
+def _nested_submitted(rel: Path) -> str:
+    if len(rel.parts) == 1:  # most likely `grade .` run in the course folder
+        return (
+            f"a folder named {SUBMITTED} in the submissions root is not searched: name it "
+            f"as the root (python -m autograder grade {SUBMITTED} --out grading)"
+        )
+    return (
+        f"a folder named {SUBMITTED} inside a student's folder: the student is the first "
+        "folder under the submissions root, so it is not searched"
+    )
 
 
 def _named_notebook(raw: str | Path) -> Submission:
@@ -208,9 +216,8 @@ def _named_notebook(raw: str | Path) -> Submission:
         root = absolute.parents[min(2, len(absolute.parents) - 1)]
         typed = absolute
     rel = typed.relative_to(root)
-    folders = [part for part in rel.parts[:-1] if part.casefold() == SUBMITTED]
-    if folders:
-        return _refusal(typed, rel, f"a folder named {SUBMITTED} inside a student's folder")
+    if any(part.casefold() == SUBMITTED for part in rel.parts[:-1]):
+        return _refusal(typed, rel, _nested_submitted(rel))
     if len(rel.parts) - 1 > MAX_FOLDERS:
         return _refusal(typed, rel, f"folders nested more than {MAX_FOLDERS} deep")
     step = root
