@@ -974,8 +974,8 @@ class Grader:
                     )
                 if entry.get("unsupported"):
                     notes.append(
-                        f"{label}: IPython lines are not supported and were skipped: "
-                        + _clip(", ".join(map(str, entry["unsupported"])), 300)
+                        f"{label}: shell commands need a process, which the sandbox refuses; "
+                        "not run: " + _clip(", ".join(map(str, entry["unsupported"])), 300)
                     )
         tampered = _read_json(job_dir / protocol.TAMPER_FILE)
         tampered = [str(t) for t in tampered] if isinstance(tampered, list) else []
@@ -1018,6 +1018,8 @@ class Grader:
         score = sum(t["score"] for t in tests)
         max_score = sum(t.points for t in plan.tests)
         output += f"\nSandbox: {self.sandbox_text}."
+        if extra.get("protections"):
+            output += "\nIn force while this notebook ran: " + "; ".join(extra["protections"]) + "."
         results = _result_json(score, time.monotonic() - start, output, tests, extra)
         return SubmissionResult(results, student, plan.assignment, score, max_score)
 

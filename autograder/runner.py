@@ -31,7 +31,6 @@ and compares in its own process. The messages are in ``protocol.py``.
 from __future__ import annotations
 
 import argparse
-import builtins
 import ctypes
 import errno
 import gc
@@ -67,6 +66,13 @@ PRELOAD = (
     "torch.autograd",
     "matplotlib",
     "matplotlib.pyplot",
+    "IPython.core.interactiveshell",
+    "matplotlib_inline.backend_inline",
+)
+
+#: Cell magics that start a program (they need a process, which the sandbox refuses).
+PROGRAM_MAGICS = frozenset(
+    {"bash", "sh", "script", "system", "sx", "perl", "ruby", "python2", "python3", "pypy"}
 )
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -244,18 +250,6 @@ def _drop_privileges(uid: int) -> None:
 # --------------------------------------------------------------------------- the cells
 
 
-def _strip_magics(source: str) -> tuple[str, list[str]]:
-    """Blank out IPython's ``%`` and ``!`` lines (kept as empty lines so line numbers hold)."""
-    kept, dropped = [], []
-    for line in source.splitlines():
-        if line.lstrip().startswith(("%", "!")):
-            dropped.append(line.strip())
-            kept.append("")
-        else:
-            kept.append(line)
-    return "\n".join(kept), dropped
-
-
 def _short_traceback(error: BaseException, limit_chars: int = 3000) -> str:
     """The traceback of a student's error, from the student's frames on."""
     frames = traceback.extract_tb(error.__traceback__)
@@ -266,37 +260,57 @@ def _short_traceback(error: BaseException, limit_chars: int = 3000) -> str:
     return text if len(text) <= limit_chars else "..." + text[-limit_chars:]
 
 
-def _compile_cell(source: str, label: str, entry: dict):
-    try:
-        return compile(source, f"<{label}>", "exec")
-    except SyntaxError as error:
-        stripped, dropped = _strip_magics(source)
-        if not dropped:
-            entry["error"] = _short_traceback(error)
-            return None
-        entry["unsupported"] = dropped
-        try:
-            return compile(stripped, f"<{label}>", "exec")
-        except SyntaxError as second:
-            entry["error"] = _short_traceback(second)
-            return None
+def _notebook_shell():
+    """An IPython shell that runs cells as Jupyter's kernel does (``display``, magics, ``?``,
+    the last expression's value), with what needs a process noted instead of attempted."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.text import SList
+    from traitlets.config import Config
+
+    class NotebookShell(InteractiveShell):
+        not_run: list[str] = []
+
+        def enable_gui(self, gui=None):  # %matplotlib inline: figures go to the output
+            pass
+
+        def system(self, cmd):
+            self.not_run.append(f"!{cmd}")
+
+        def getoutput(self, cmd, split=True, depth=0):
+            self.not_run.append(f"!{cmd}")
+            return SList([])
+
+        def run_cell_magic(self, magic_name, line, cell):
+            if magic_name in PROGRAM_MAGICS:
+                self.not_run.append(f"%%{magic_name} {line}".strip())
+                return None
+            return super().run_cell_magic(magic_name, line, cell)
+
+    config = Config()
+    config.HistoryManager.enabled = False  # its thread and its SQLite file
+    config.InteractiveShell.colors = "NoColor"
+    config.InteractiveShell.autocall = 0
+    return NotebookShell(config=config)
 
 
-def _run_cells(cells: list[dict], namespace: dict, report_path: str) -> list[dict]:
+def _run_cells(cells: list[dict], shell, report_path: str) -> list[dict]:
     report = []
     for cell in cells:
         # Written before each cell: if a cell ends the process, the grader knows which.
         _write_json(report_path, report + [{"label": cell["label"], "running": True}])
-        entry = {"label": cell["label"], "error": None, "unsupported": []}
-        code = _compile_cell(cell["source"], cell["label"], entry)
-        if code is not None:
-            try:
-                exec(code, namespace)
-            except BaseException as error:  # SystemExit, KeyboardInterrupt too: as in a notebook
-                entry["error"] = _short_traceback(error)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
+        label = cell["label"]
+        shell.compile.get_code_name = lambda raw, code, number, label=label: f"<{label}>"
+        shell.not_run = []
+        try:
+            result = shell.run_cell(cell["source"], store_history=False)
+            error = result.error_before_exec or result.error_in_exec
+        except BaseException as raised:  # IPython catches nearly all; never lose the report
+            error = raised
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        entry = {"label": label, "error": _short_traceback(error) if error else None}
+        entry["unsupported"] = list(shell.not_run)[:20]
         report.append(entry)
     return report
 
@@ -431,9 +445,10 @@ def _child(job_dir: str, job: dict, pipes: dict[str, int], channel, setup: dict)
         cells_path = os.path.join(job_dir, protocol.CELLS_FILE)
         with open(cells_path, encoding="utf-8") as handle:
             cells = json.load(handle)
-        namespace = {"__name__": "__main__", "__builtins__": builtins}
+        shell = _notebook_shell()
+        namespace = shell.user_ns
         report_path = os.path.join(job_dir, protocol.CELL_REPORT_FILE)
-        _write_json(report_path, _run_cells(cells, namespace, report_path))
+        _write_json(report_path, _run_cells(cells, shell, report_path))
         checks, before = setup["checks"], setup["snapshot"]
         _write_json(os.path.join(job_dir, protocol.TAMPER_FILE), _tampered(checks, before))
         _wait_for_cell_threads()

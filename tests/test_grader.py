@@ -224,7 +224,10 @@ def batch(tmp_path_factory) -> dict:
     if not HAS_BWRAP:
         # CI installs it (.ci/run): there, its absence is a failure, not a reason to skip.
         if os.environ.get("CI"):
-            pytest.fail("bubblewrap is not installed, and CI's .ci/run should have installed it")
+            pytest.fail(
+                "bubblewrap is not installed; the Quick start's first line (.ci/setup.sh) "
+                "should have installed it"
+            )
         pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
     root = tmp_path_factory.mktemp("batch")
     release = write_release(root)
@@ -429,8 +432,9 @@ def test_timeout_kills_the_sandbox_and_the_next_submission_is_graded(tmp_path):
     assert looped["extra_data"]["timed_out"] is True
 
 
-def test_fallback_without_bubblewrap(tmp_path):
-    """--sandbox none: the same worker and limits; the same scores; the report says so."""
+def test_sandbox_none_grades_a_trusted_class(tmp_path):
+    """--sandbox none: the same worker, seccomp and limits; the same scores; the report says
+    there was no sandbox (the grader's own choice is never this: it fails closed)."""
     release = write_release(tmp_path)
     write_submission(tmp_path, "correct", submission())
     write_submission(tmp_path, "exits", submission(extra="import os\nos._exit(3)\n"))
@@ -452,11 +456,11 @@ def test_fallback_without_bubblewrap(tmp_path):
     }
     data = results(tmp_path / "out", "correct")
     assert data["extra_data"]["sandbox"] == "none"
-    assert "no bubblewrap" in data["output"]
+    assert "NO SANDBOX (--sandbox none" in data["output"]
 
 
-def test_fallback_a_submission_cannot_rewrite_an_earlier_result(tmp_path):
-    """Without bubblewrap a submission can write into --out; the grader's own record wins."""
+def test_sandbox_none_a_submission_cannot_rewrite_an_earlier_result(tmp_path):
+    """Without bubblewrap, a submission that tries to write into --out changes no result."""
     release = write_release(tmp_path)
     out = tmp_path / "out"
     overwrite = (
