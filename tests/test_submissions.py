@@ -374,7 +374,7 @@ def test_a_hostile_submissions_folder_costs_only_its_own_grades(tmp_path, chain)
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     run = grade("grade", "submitted", "--out", "out", "--sandbox", "bwrap", "--jobs", "1",
-                cwd=tmp_path, temporary=temporary)  # fmt: skip
+                "--seed", "1", cwd=tmp_path, temporary=temporary)  # fmt: skip
     stderr = run.stderr.decode(errors="replace")
     assert run.returncode == 0, stderr
     assert list(temporary.iterdir()) == []  # the work folder was removed
