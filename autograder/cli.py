@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from autograder import grading, reports, sandbox
+from autograder import term as term_module
 
 CANNOT_RUN = 2
 INCOMPLETE = 3
@@ -75,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--force", action="store_true", help="regrade notebooks already graded")
     grade.add_argument("--shard", help="grade only shard K of N (K/N), split by path")
     grade.add_argument(
-        "--seed", type=int, help="the hidden cases' seed (default: a fresh secret one per run)"
+        "--seed",
+        type=int,
+        help="one hidden-case seed for every assignment (default: the term's, in "
+        "autograder/term.json, the same in every run and shard)",
     )
     grade.add_argument(
         "--progress",
@@ -88,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="a student's self-check: public cases only")
     check.add_argument("notebook", type=Path)
     _common(check)
+
+    term = commands.add_parser(
+        "new-term", help="start a term: new hidden-case seeds for every assignment"
+    )
+    term.add_argument("name", help="the term's name, e.g. 2027-spring")
+    term.add_argument("--release", type=Path, default=grading.DEFAULT_RELEASE)
 
     merge = commands.add_parser("merge", help="join the outputs of several shards")
     merge.add_argument("dirs", nargs="+", type=Path)
@@ -185,12 +195,48 @@ def run_check(args: argparse.Namespace) -> int:
     return 1 if failed or not result["tests"] else 0
 
 
+def _grading_of(results: dict) -> tuple[str, str] | None:
+    """What decides a result's grade besides the notebook: its term and grader version."""
+    extra = results.get("extra_data") if isinstance(results.get("extra_data"), dict) else {}
+    if not extra.get("assignment"):
+        return None  # not graded at all (refused, unknown assignment)
+    return str(extra.get("term")), str(extra.get("grader_version"))
+
+
+def _check_shards_agree(dirs: list[Path]) -> None:
+    """Refuse to join shards graded with other seeds or another grader, per assignment."""
+    seen: dict[str, tuple[tuple[str, str], Path]] = {}
+    for directory in dirs:
+        for row in reports.collect(directory):
+            grading_of = _grading_of(row.results)
+            if grading_of is None:
+                continue
+            first = seen.setdefault(row.assignment, (grading_of, directory))
+            if first[0] != grading_of:
+                raise grading.GraderError(
+                    f"{first[1]} and {directory} graded {row.assignment} differently (term "
+                    f"{first[0][0]} vs {grading_of[0]}, or another grader version or seed): "
+                    "regrade them with the same grader and term"
+                )
+
+
 def run_merge(args: argparse.Namespace) -> int:
     for directory in args.dirs:
         if not directory.is_dir():
             raise grading.GraderError(f"{directory}: no such folder")
+    _check_shards_agree(args.dirs)
     rows = reports.merge(args.dirs, args.out)
     print(f"merged {len(rows)} results into {args.out}")
+    return 0
+
+
+def run_new_term(args: argparse.Namespace) -> int:
+    assignments = list(grading.Release(args.release).notebooks)
+    made = term_module.new_term(args.name, assignments)
+    print(
+        f"term {made.name}: new hidden-case seeds for {', '.join(assignments)} in "
+        f"{term_module.TERM_FILE}; commit it (it never ships to students)"
+    )
     return 0
 
 
@@ -201,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_grade(args)
         if args.command == "check":
             return run_check(args)
+        if args.command == "new-term":
+            return run_new_term(args)
         return run_merge(args)
-    except (grading.GraderError, RuntimeError) as error:
+    except (grading.GraderError, term_module.TermError, RuntimeError) as error:
         print(f"autograder: {error}", file=sys.stderr)
         return CANNOT_RUN
     except KeyboardInterrupt:

@@ -32,6 +32,7 @@ from typing import Any
 
 from autograder import notebook as nb
 from autograder import protocol, sandbox, static_scan
+from autograder import term as term_module
 
 #: Bump when the grading logic changes in a way the source hashes below would not show.
 GRADER_VERSION = "1"
@@ -519,8 +520,9 @@ def build_plan(
         Path(sandbox.__file__),
         Path(__file__),
     ]
-    # Not the seed: it changes every run, and a re-run must still recognise finished work.
-    version = _source_hash(files, f"{GRADER_VERSION}:{'hidden' if checks.hidden else 'public'}")
+    # With the seed: a result graded with other hidden cases is not this run's.
+    kind = "hidden" if checks.hidden else "public"
+    version = _source_hash(files, f"{GRADER_VERSION}:{kind}:{term_module.fingerprint(seed)}")
     return Plan(
         assignment,
         release.notebooks[assignment],
@@ -716,7 +718,10 @@ class Grader:
         self.limits = limits or sandbox.Limits()
         self.mode, note = sandbox.choose_sandbox(sandbox_mode)
         self.sandbox_text = sandbox.describe_sandbox(self.mode, note)
-        self.seed = secrets.randbits(62) if seed is None else seed
+        # The term's seeds (one per assignment, the same in every run and shard), or one
+        # seed for every assignment when the caller names it.
+        self.term = term_module.load() if seed is None else term_module.Term("--seed", {})
+        self.seed = seed
         self.force = force
         self.work_root = Path(tempfile.mkdtemp(prefix="autograder-"))
         os.chmod(self.work_root, 0o711)
@@ -739,10 +744,14 @@ class Grader:
     def plan(self, assignment: str) -> Plan:
         with self.plan_lock:
             if assignment not in self.plans:
+                seed = self.seed_for(assignment)
                 self.plans[assignment] = build_plan(
-                    assignment, self.release, self.checks, self.seed, self.work_root
+                    assignment, self.release, self.checks, seed, self.work_root
                 )
             return self.plans[assignment]
+
+    def seed_for(self, assignment: str) -> int:
+        return self.seed if self.seed is not None else self.term.seed(assignment)
 
     # -- one submission
 
@@ -898,7 +907,10 @@ class Grader:
             "max_score": sum(t.points for t in plan.tests) if plan else 0,
             "sandbox": self.mode,
             "sandbox_details": self.sandbox_text,
-            "seed": self.seed,
+            "term": self.term.name,
+            "seed_fingerprint": term_module.fingerprint(self.seed_for(plan.assignment))
+            if plan
+            else None,
         }
 
     def _header(self, plan: Plan, submission: Submission, score: float) -> str:

@@ -564,3 +564,42 @@ def test_course_notebooks_instructor_full_marks_release_zero(tmp_path):
         got = {(r["student"], r["assignment"]): float(r["score"]) for r in csv.DictReader(handle)}
     assert got == expected
     assert all(value == 100 for key, value in expected.items() if key[0] == "instructor")
+
+
+def _test_outputs(out: Path) -> dict[str, list[str]]:
+    """Every result's per-test outputs (they name every case, hidden ones included)."""
+    found = {}
+    for path in sorted(out.rglob("results.json")):
+        data = json.loads(path.read_text())
+        found[data["extra_data"]["student"]] = [t["output"] for t in data["tests"]]
+    return found
+
+
+def test_same_notebook_same_score_in_every_run_and_shard(tmp_path):
+    """The term's seeds: two runs and two shards grade the same hidden cases; merge refuses
+    shards graded with other seeds."""
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "correct", submission())
+    # Right on the visible cases only where output_padding is 0: the hidden ones decide.
+    wrong = CONV_TRANSPOSE1D.replace("if op >= max(s, d):", "if op >= s:")
+    write_submission(tmp_path, "partial", submission(conv=wrong))
+    common = ["--release", str(release), "--jobs", "1"]
+    for out in ("run1", "run2"):
+        run = grader("grade", "submitted", "--out", out, *common, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+    for k in (1, 2):
+        run = grader("grade", "submitted", "--out", f"s{k}", "--shard", f"{k}/2", *common,
+                     cwd=tmp_path)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    merged = grader("merge", "s1", "s2", "--out", "merged", cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    first = _test_outputs(tmp_path / "run1")
+    assert set(first) == {"correct", "partial"}
+    assert first == _test_outputs(tmp_path / "run2") == _test_outputs(tmp_path / "merged")
+    assert scores(tmp_path / "run1") == scores(tmp_path / "merged")
+    data = results(tmp_path / "run1", "correct")
+    assert data["extra_data"]["term"] and "seed" not in data["extra_data"]
+    other = grader("grade", "submitted", "--out", "seed7", "--seed", "7", *common, cwd=tmp_path)
+    assert other.returncode == 0, other.stderr
+    refused = grader("merge", "run1", "seed7", "--out", "mixed", cwd=tmp_path)
+    assert refused.returncode == 2 and "differently" in refused.stderr, refused.stderr
