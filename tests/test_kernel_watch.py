@@ -215,6 +215,21 @@ def test_a_hit_of_another_process_is_kept_for_it(watch):
     assert "at::native::structured_upsample_nearest2d_out_cpu::impl" in watch.hits([first])
 
 
+def test_a_thread_that_garbles_its_record_is_still_seen_and_the_watch_says_so(watch):
+    assert watch.take_problems() == []
+    # A comm (thread name) holding a newline splits its trace records in two.
+    garble = (
+        "open(f'/proc/self/task/{threading.get_native_id()}/comm', 'w').write('a\\nb-1 (1) [0] ')"
+    )
+    routes = {"garbled": garble + "; " + FORBIDDEN_ROUTES["F.interpolate linear"]}
+    pid, _ = _run(_route_script(routes))
+    assert "at::native::upsample_linear1d_kernel_impl" in watch.hits([pid])
+    assert not watch.intact
+    problems = watch.take_problems()
+    assert problems and all("unreadable trace line" in p for p in problems)
+    assert watch.intact
+
+
 def test_the_watch_removes_its_instance_and_probes_and_a_dead_graders():
     root = kernel_watch.tracefs_root()
     with kernel_watch.KernelWatch() as running:
