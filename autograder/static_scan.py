@@ -5,6 +5,12 @@ graded call actually reached, by any route. This scan reads the source (``ast``)
 reports names that suggest a forbidden route, e.g. ``F.conv_transpose1d`` used for a
 debugging cell, so that a TA sees them. A hit alone costs no point: a student may mention
 ``interpolate`` in a comparison cell, or define their own function called ``interpolate``.
+
+Some routes the in-process guard cannot close: native code (``ctypes``, ``cffi``, a compiled
+extension, ``torch.utils.cpp_extension``, ``torch.ops.load_library``) can call torch's C++
+kernels, or undo the guard's Python hooks, without passing through Python. Their findings
+have ``severity == "review"``: the report puts such a submission under "needs a look"
+(``needs_review``), whatever its score.
 """
 
 from __future__ import annotations
@@ -36,21 +42,41 @@ SUSPICIOUS: dict[str, str] = {
     "sys.modules": "module patching",
 }
 
+#: Substrings of names that reach native code, which the guard cannot watch: a TA looks.
+NEEDS_REVIEW: dict[str, str] = {
+    "ctypes": "native code through ctypes (can call torch's kernels past the guard)",
+    "cffi": "native code through cffi (can call torch's kernels past the guard)",
+    "cpp_extension": "a compiled torch extension (native code past the guard)",
+    "load_inline": "a compiled torch extension (native code past the guard)",
+    "load_library": "a native library loaded into torch (native code past the guard)",
+    "_thread": "raw threads (the guard's hook does not follow them)",
+    "pythonapi": "CPython's C API through ctypes (can take the guard's hooks off)",
+}
+
 #: Names the student is asked to define: a function of that name is their own, not torch's.
 STUDENT_NAMES = {"interpolate", "conv_transpose1d", "conv_transpose2d", "ConvTranspose1d"}
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One suspicious name in the student's code."""
+    """One suspicious name in the student's code; ``severity`` is ``"warning"``, or
+    ``"review"`` for a route the guard cannot watch (the submission needs a look)."""
 
     cell: str
     line: int
     name: str
     why: str
+    severity: str = "warning"
 
     def __str__(self) -> str:
-        return f"{self.cell}, line {self.line}: `{self.name}` ({self.why})"
+        flag = " [needs a look]" if self.severity == "review" else ""
+        return f"{self.cell}, line {self.line}: `{self.name}` ({self.why}){flag}"
+
+
+def needs_review(findings: list[Finding]) -> bool:
+    """Whether any finding is a route the guard cannot watch (list the submission under
+    "needs a look")."""
+    return any(f.severity == "review" for f in findings)
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -65,10 +91,14 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
-def _why(name: str) -> str | None:
+def _why(name: str) -> tuple[str, str] | None:
+    """Why ``name`` is suspicious, and the finding's severity."""
+    for needle, why in NEEDS_REVIEW.items():
+        if needle in name:
+            return why, "review"
     for needle, why in SUSPICIOUS.items():
         if needle in name:
-            return why
+            return why, "warning"
     return None
 
 
@@ -83,10 +113,10 @@ def scan_source(source: str, cell: str) -> list[Finding]:
     seen: set[tuple[int, str]] = set()
 
     def add(line: int, name: str) -> None:
-        why = _why(name)
-        if why and (line, name) not in seen:
+        verdict = _why(name)
+        if verdict and (line, name) not in seen:
             seen.add((line, name))
-            findings.append(Finding(cell, line, name, why))
+            findings.append(Finding(cell, line, name, *verdict))
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):

@@ -301,6 +301,8 @@ def export_outputs(outputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], di
     for key, value in outputs.items():
         if type(value) is torch.Tensor:
             tensors[key] = _DETACH(value).cpu().contiguous().clone()
+        elif type(value) is NotATensor:
+            others[key] = value.type_name
         else:
             others[key] = f"{type(value).__module__}.{type(value).__qualname__}"
     return tensors, others
@@ -1148,13 +1150,15 @@ _TRANSPOSED_FLAG_OPS = {"convolution", "_convolution", "convolution_overrideable
 
 
 def forbidden_kernel(op_name: str, args: tuple = (), kwargs: dict | None = None) -> bool:
-    """Whether the aten op ``op_name`` (``aten::upsample_bilinear2d``...) is forbidden here.
+    """Whether the op ``op_name`` of any namespace (``aten::upsample_bilinear2d``,
+    ``mkldnn::_convolution_transpose_pointwise``, ``quantized::conv_transpose1d``...) is
+    forbidden here.
 
     Forbidden: transposed convolutions (also ``convolution`` with ``transposed=True``),
     convolution backward, upsampling/interpolation and grid sampling.
     """
     base = op_name.split("::")[-1]
-    if base in _TRANSPOSED_FLAG_OPS:
+    if base.split(".")[0] in _TRANSPOSED_FLAG_OPS:
         transposed = args[6] if len(args) > 6 else (kwargs or {}).get("transposed", False)
         return bool(transposed)
     if "conv" in base and ("transpose" in base or "backward" in base):
@@ -1171,26 +1175,34 @@ def forbidden_kernel(op_name: str, args: tuple = (), kwargs: dict | None = None)
     )
 
 
-_OVERRIDE_KEYS = ("CPU", "CompositeExplicitAutograd", "CompositeExplicitAutogradNonFunctional")
-_override_targets: list[str] = []
+# Every key at which torch may hold a CPU-reachable kernel of a forbidden op; the implicit
+# one too, so that an op lowered to allowed-looking ops (conv_tbc_backward) is refused whole.
+_OVERRIDE_KEYS = (
+    "CPU",
+    "QuantizedCPU",
+    "MkldnnCPU",
+    "SparseCPU",
+    "CompositeExplicitAutograd",
+    "CompositeExplicitAutogradNonFunctional",
+    "CompositeImplicitAutograd",
+)
+# Checked rather than refused: non-transposed convolutions, and autograd's own backward of them.
+_CHECKED_OPS = ("aten::_convolution", "aten::convolution_backward")
+_override_targets: list[tuple[str, str]] = []
 
 
-def _kernel_override_targets() -> list[str]:
-    """The aten overloads (``upsample_bilinear2d``, ``_convolution.out``...) the guard's second
-    layer replaces on the CPU while armed: every forbidden op that has a real kernel, and
-    ``_convolution`` (which runs a transposed convolution without any further op)."""
+def _kernel_override_targets() -> list[tuple[str, str]]:
+    """The ``(op, dispatch key)`` pairs the guard's process-wide layer replaces while armed:
+    every forbidden op of every namespace at every key where it has a kernel, and the two
+    checked ops at the CPU key."""
     if not _override_targets:
         for name in torch._C._dispatch_get_all_op_names():
-            if not name.startswith("aten::"):
-                continue
-            overload = name.split("::", 1)[1]
-            base = overload.split(".")[0]
-            if not (base == "_convolution" or forbidden_kernel(name)):
-                continue
-            if torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeImplicitAutograd"):
-                continue  # lowered to other ops, which are caught themselves
-            if any(torch._C._dispatch_has_kernel_for_dispatch_key(name, k) for k in _OVERRIDE_KEYS):
-                _override_targets.append(overload)
+            if name in _CHECKED_OPS:
+                _override_targets.append((name, "CPU"))
+            elif forbidden_kernel(name):
+                for key in _OVERRIDE_KEYS:
+                    if torch._C._dispatch_has_kernel_for_dispatch_key(name, key):
+                        _override_targets.append((name, key))
     return _override_targets
 
 
@@ -1206,164 +1218,491 @@ _FORBIDDEN_PYTHON = re.compile(
     r"|convolution_backward|_resize_aa|cubic_convolution|cubic_interp"
 )
 
+# Bound at import, before any student code: the grader's own calls on student values.
+_CLONE = torch.Tensor.clone
+_COPY = torch.Tensor.copy_
+_REQUIRES_GRAD_ = torch.Tensor.requires_grad_
+_REQUIRES_GRAD = torch._C.TensorBase.requires_grad.__get__
+_AUTOGRAD_GRAD = torch.autograd.grad
+_GETPROFILE = sys.getprofile
+_INSTANCE_DICT = nn.Module.__dict__["__dict__"].__get__
+_TYPE_NAME = type.__dict__["__qualname__"].__get__
+_TYPE_MODULE = type.__dict__["__module__"].__get__
+_ENGINE_RUN = torch.autograd.graph._engine_run_backward.__code__
+_AUTOGRAD_GRAD_CODE = torch.autograd.grad.__code__
+_OPS_CALL = torch._ops.OpOverload.__call__.__code__
 
-_ALLOWED, _FORBIDDEN, _FORBIDDEN_IF_TRANSPOSED = 0, 1, 2
+
+def _tamper_builtins() -> dict[Any, str]:
+    """C functions that take a layer of the guard off, or find its objects, by name."""
+    import _thread
+    import gc
+
+    found = {
+        sys.setprofile: "sys.setprofile",
+        _thread.start_new_thread: "_thread.start_new_thread",
+        gc.get_objects: "gc.get_objects",
+        gc.get_referrers: "gc.get_referrers",
+        gc.get_referents: "gc.get_referents",
+    }
+    for name in (
+        "_pop_torch_dispatch_stack",
+        "_set_dispatch_mode",
+        "_unset_dispatch_mode",
+        "_dispatch_library",
+        "_dispatch_tls_set_dispatch_key_excluded",
+        "_dispatch_tls_set_dispatch_key_included",
+    ):
+        if hasattr(torch._C, name):
+            found[getattr(torch._C, name)] = f"torch._C.{name}"
+    return found
+
+
+def _tamper_codes() -> dict[Any, str]:
+    """Python functions that take a layer of the guard off, by the code they run."""
+    import ctypes
+    import importlib
+    import threading
+
+    from torch.utils import _python_dispatch
+
+    functions = {
+        "torch.library.Library": torch.library.Library.__init__,
+        "torch.library.Library._destroy": torch.library.Library._destroy,
+        "torch.library.Library.impl": torch.library.Library.impl,
+        "torch.utils._python_dispatch._pop_mode": _python_dispatch._pop_mode,
+        "_pop_mode_temporarily": _python_dispatch._pop_mode_temporarily,
+        "_disable_current_modes": _python_dispatch._disable_current_modes,
+        "threading.setprofile": threading.setprofile,
+        "importlib.reload": importlib.reload,
+        "ctypes.CDLL": ctypes.CDLL.__init__,
+        "torch.ops.load_library": torch._ops._Ops.load_library,
+    }
+    return {_unwrapped(f).__code__: name for name, f in functions.items()}
+
+
+def _unwrapped(function: Any) -> Any:
+    """The function under its decorators (``functools.wraps`` chains)."""
+    while hasattr(function, "__wrapped__"):
+        function = function.__wrapped__
+    return function
+
+
+_ALLOWED, _FORBIDDEN, _FORBIDDEN_IF_TRANSPOSED, _ENGINE_ONLY = 0, 1, 2, 3
 _OP_VERDICTS: dict[int, int] = {}  # by id: torch keeps every OpOverload alive once created
 
 
 def _op_verdict(func: Any) -> int:
     name = func._schema.name
+    if name == "aten::convolution_backward":
+        return _ENGINE_ONLY
     if name.split("::")[-1] in _TRANSPOSED_FLAG_OPS:
         return _FORBIDDEN_IF_TRANSPOSED
     return _FORBIDDEN if forbidden_kernel(name) else _ALLOWED
 
 
 class _CanaryHit(Exception):
-    """The guard's own probe reached its own kernel: the second layer is still in place."""
+    """The guard's own probe reached its own kernel: the kernels are still in place."""
+
+
+def _convolution_backward_by_unfold(
+    grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed,
+    output_padding, groups, output_mask,
+):  # fmt: skip
+    """``aten::convolution_backward`` of a non-transposed 1-d or 2-d convolution, from
+    allowed ops: with ``cols = unfold(x)``, ``dW = dY·colsᵀ``, ``dx = fold(Wᵀ·dY)``,
+    ``db = Σ dY``, group by group."""
+    if transposed or input.dim() not in (3, 4):
+        raise NotImplementedError("the grader's convolution backward: 1-d or 2-d only")
+    one_d = input.dim() == 3
+    if one_d:
+        grad_output, input, weight = (t.unsqueeze(2) for t in (grad_output, input, weight))
+        stride, padding, dilation = (1, *stride), (0, *padding), (1, *dilation)
+    n, c, h, w = input.shape
+    out_channels, _, kh, kw = weight.shape
+    blocks = dict(dilation=tuple(dilation), padding=tuple(padding), stride=tuple(stride))
+    cols = F.unfold(input, (kh, kw), **blocks)
+    length = cols.shape[-1]
+    dy = grad_output.reshape(n, groups, out_channels // groups, length)
+    cols = cols.reshape(n, groups, -1, length)
+    grad_weight = torch.einsum("ngol,ngkl->gok", dy, cols).reshape(weight.shape)
+    kernel = weight.reshape(groups, out_channels // groups, -1)
+    grad_cols = torch.einsum("gok,ngol->ngkl", kernel, dy).reshape(n, -1, length)
+    grad_input = F.fold(grad_cols, (h, w), (kh, kw), **blocks)
+    grad_bias = grad_output.sum((0, 2, 3))
+    if one_d:
+        grad_input, grad_weight = grad_input.squeeze(2), grad_weight.squeeze(2)
+    return grad_input, grad_weight, grad_bias
+
+
+class _ProcessLayer:
+    """The guard's process-wide half, shared by every ``ForbiddenKernelGuard``.
+
+    * ``torch.library`` kernels in place of every forbidden op (all namespaces, all keys):
+      they catch other threads, a popped or disabled mode and ``torch.inference_mode``;
+    * a profile hook on the arming thread and on every thread started after it: it refuses
+      torch's Python decompositions of the forbidden ops, and notices, before they run, the
+      calls that would take a layer off (``sys.setprofile``, ``_pop_mode``,
+      ``Library._destroy``, ``gc.get_objects``, a thread started without the hook...);
+    * canary probes (the guard's own calls of forbidden ops, which must reach its kernels).
+
+    Each layer checks the others while a graded call runs: the mode checks the hook at every
+    op and probes the kernels every 1024 ops; the checked kernels check that the mode is in
+    place. Everything reached is noted in ``record`` and in every watching guard.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.depth = 0
+        self.libraries: list[Any] = []
+        self.record: list[str] = []  # everything refused since the layer was armed
+        self.outside_calls: list[str] = []  # ... while no graded call was being watched
+        self.watches: dict[int, ForbiddenKernelGuard] = {}  # by thread
+        self.hook = self._watch_calls
+        self.quiet_thread: int | None = None  # the guard's own probes and (dis)arming
+        self._previous_profiles: tuple[Any, Any] = (None, None)
+        self._get_ident = threading.get_ident
+        self._threading = threading
+        self._engine_chain: tuple[Any, ...] | None = None
+        self._tamper_builtins: dict[Any, str] = {}
+        self._tamper_codes: dict[Any, str] = {}
+
+    # --- noting and refusing ----------------------------------------------------------
+
+    def note(self, name: str) -> None:
+        self.record.append(name)
+        if not self.watches:
+            self.outside_calls.append(name)
+        for guard in list(self.watches.values()):
+            guard.reached.append(name)
+
+    def refuse(self, name: str) -> None:
+        if self.quiet_thread == self._get_ident():
+            raise _CanaryHit(name)
+        self.note(name)
+        raise ForbiddenKernelError(name)
+
+    # --- the kernels --------------------------------------------------------------------
+
+    def _kernel_for(self, name: str) -> Callable[..., Any]:
+        if name == "aten::_convolution":
+            original = torch.ops.aten._convolution.default
+            explicit = torch._C.DispatchKey.CompositeExplicitAutograd
+
+            def convolution_kernel(*args, **kwargs):
+                transposed = args[6] if len(args) > 6 else kwargs.get("transposed", False)
+                if transposed:
+                    self.refuse("aten::_convolution(transposed=True)")
+                self.check_mode(sys._getframe(1))
+                return original._op_dk(explicit, *args, **kwargs)
+
+            return convolution_kernel
+        if name == "aten::convolution_backward":
+
+            def convolution_backward_kernel(*args, **kwargs):
+                if not self.engine_backward(sys._getframe(1), via_mode=True):
+                    self.refuse(name)
+                return _convolution_backward_by_unfold(*args, **kwargs)
+
+            return convolution_backward_kernel
+
+        def refusing_kernel(*args, **kwargs):
+            self.refuse(name)
+
+        return refusing_kernel
+
+    def check_mode(self, frame: Any) -> None:
+        """In a watched thread, a checked kernel is reached through the guard's mode."""
+        guard = self.watches.get(self._get_ident())
+        if guard is None or guard._exiting:
+            return
+        via_mode = frame.f_code is _OPS_CALL and frame.f_back.f_code is _DISPATCH_CODE
+        if not via_mode:
+            self.refuse("(the guard's dispatch mode was bypassed during the graded call)")
+
+    def engine_backward(self, frame: Any, via_mode: bool) -> bool:
+        """Whether this ``convolution_backward`` is autograd's engine running the backward of
+        the student's forward for the grader: the only Python frames between it and the
+        grader's ``autograd.grad`` call are torch's (so no student hook or custom backward
+        called it), in the gradient pass of this thread's graded call."""
+        guard = self.watches.get(self._get_ident())
+        token = guard._grad_frame if guard is not None else None
+        if token is None or self._engine_chain is None:
+            return False
+        expected = ((_OPS_CALL, _DISPATCH_CODE) if via_mode else ()) + self._engine_chain
+        for code in expected:
+            if frame is None or frame.f_code is not code:
+                return False
+            frame = frame.f_back
+        return frame is token
+
+    def _learn_engine_chain(self) -> None:
+        """The wrapper frames torch puts between autograd's engine and a mode's dispatch."""
+
+        class Learner(TorchDispatchMode):
+            chain: tuple[Any, ...] = ()
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten.convolution_backward.default:
+                    codes, frame = [], sys._getframe(1)
+                    while frame is not None and frame.f_code is not _ENGINE_RUN:
+                        codes.append(frame.f_code)
+                        frame = frame.f_back
+                    Learner.chain = tuple(codes)
+                return func(*args, **(kwargs or {}))
+
+        weight = torch.ones(1, 1, 1, requires_grad=True)
+        with Learner():
+            _AUTOGRAD_GRAD(F.conv1d(torch.ones(1, 1, 2), weight).sum(), [weight])
+        self._engine_chain = (*Learner.chain, _ENGINE_RUN, _AUTOGRAD_GRAD_CODE)
+
+    # --- the profile hook ---------------------------------------------------------------
+
+    def _watch_calls(self, frame, event, arg) -> None:
+        if event == "c_call":
+            if arg in self._tamper_builtins:
+                self._tampering(frame, self._tamper_builtins[arg], arg)
+        elif event == "call":
+            code = frame.f_code
+            if code in self._tamper_codes:
+                self._tampering(frame, self._tamper_codes[code], code)
+            elif code.co_filename in _DECOMPOSITION_FILES and _FORBIDDEN_PYTHON.search(
+                code.co_name
+            ):
+                module = frame.f_globals.get("__name__", "torch")
+                self.refuse(f"{module}.{code.co_name}")
+
+    def _tampering(self, frame: Any, name: str, what: Any) -> None:
+        ident = self._get_ident()
+        if self.quiet_thread == ident or self._legitimate(frame, what, ident):
+            return
+        self.refuse(f"({name} during a graded stage)")
+
+    def _legitimate(self, frame: Any, what: Any, ident: int) -> bool:
+        """A guard leaving its own mode; a ``threading.Thread`` that gets the hook."""
+        if what is getattr(torch._C, "_pop_torch_dispatch_stack", None):
+            what, frame = frame.f_code, frame  # legitimate only as _pop_mode's own call
+        if what is _POP_MODE_CODE:
+            caller = frame.f_back
+            guard = self.watches.get(ident)
+            return (
+                guard is not None
+                and guard._exiting
+                and caller is not None
+                and caller.f_back is not None
+                and caller.f_back.f_code is _WATCHING_CODE
+            )
+        if what is self._threading._start_new_thread:
+            threading = self._threading
+            if frame.f_code is not threading.Thread.start.__code__:
+                return False
+            thread = frame.f_locals.get("self")
+            cls = type(thread)
+            return (
+                threading._profile_hook is self.hook
+                and cls._bootstrap is threading.Thread._bootstrap
+                and cls._bootstrap_inner is threading.Thread._bootstrap_inner
+                and not {"_bootstrap", "_bootstrap_inner"} & set(_instance_dict(thread))
+            )
+        return False
+
+    # --- arming ---------------------------------------------------------------------------
+
+    def arm(self) -> None:
+        """One more user of the layer; the first registers the kernels and sets the hook."""
+        self.depth += 1
+        if self.depth > 1:
+            return
+        ident = self._get_ident()
+        self.quiet_thread = ident
+        try:
+            if self._engine_chain is None:
+                self._learn_engine_chain()
+                self._tamper_builtins = _tamper_builtins()
+                self._tamper_codes = _tamper_codes()
+            libraries: dict[str, Any] = {}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch warns that a kernel is overridden
+                for name, key in _kernel_override_targets():
+                    namespace, overload = name.split("::", 1)
+                    if namespace not in libraries:
+                        libraries[namespace] = torch.library.Library(namespace, "IMPL")
+                    libraries[namespace].impl(overload, self._kernel_for(name), key)
+            self.libraries = list(libraries.values())
+            self.record, self.outside_calls = [], []
+            self._previous_profiles = (_GETPROFILE(), self._threading.getprofile())
+            self._threading.setprofile(self.hook)
+            sys.setprofile(self.hook)
+        finally:
+            self.quiet_thread = None
+
+    def disarm(self) -> None:
+        """One user fewer; the last removes the kernels and the hook."""
+        self.depth -= 1
+        if self.depth > 0:
+            return
+        self.quiet_thread = self._get_ident()
+        try:
+            sys.setprofile(self._previous_profiles[0])
+            self._threading.setprofile(self._previous_profiles[1])
+            for library in self.libraries:
+                with contextlib.suppress(Exception):  # already destroyed by a submission
+                    library._destroy()
+            self.libraries = []
+        finally:
+            self.quiet_thread = None
+
+    def intact(self) -> list[str]:
+        """What is missing of the layer now, in the calling thread (empty when intact)."""
+        missing = []
+        if _GETPROFILE() is not self.hook:
+            missing.append("(the guard's profile hook was removed)")
+        if any(library.m is None for library in self.libraries) or not self._probes_hit():
+            missing.append("(the guard's kernels were removed)")
+        return missing
+
+    def _probes_hit(self) -> bool:
+        z = torch.zeros(1, 1, 1)
+        probes = (
+            lambda: torch.ops.aten.upsample_nearest1d.default(z, [2]),
+            lambda: torch.ops.aten._convolution.default(
+                z, z, None, [1], [0], [1], True, [0], 1, False, False, True, True
+            ),
+            lambda: torch.ops.aten.conv_tbc_backward(z, z, z, z, 0),
+        )
+        self.quiet_thread = self._get_ident()
+        try:
+            for probe in probes:
+                try:
+                    with torch._C._DisableTorchDispatch():
+                        probe()
+                    return False
+                except _CanaryHit:
+                    pass
+                except Exception:
+                    return False
+        finally:
+            self.quiet_thread = None
+        return True
+
+    def check_intact(self) -> None:
+        """Note and raise what is missing of the layer (called during the graded call)."""
+        for missing in self.intact():
+            self.refuse(missing)
+
+
+def _instance_dict(value: Any) -> dict[str, Any]:
+    """An object's instance dict read through ``object``'s own slot, not its class's."""
+    try:
+        return object.__getattribute__(value, "__dict__")
+    except AttributeError:
+        return {}
+
+
+_LAYER = _ProcessLayer()
 
 
 class ForbiddenKernelGuard(TorchDispatchMode):
     """Refuses torch's forbidden kernels during a graded call, whatever the route.
 
-    Two layers, both at torch's dispatcher:
-
-    * a dispatch mode: every aten op called in this thread passes through
-      ``__torch_dispatch__`` (after CompositeImplicit ops such as ``conv_transpose1d`` or
-      ``interpolate`` are lowered to ``convolution``/``upsample_*``, and including backward
-      ops that autograd runs inside the call); it names the op as the student wrote it;
-    * while armed, CPU kernels registered with ``torch.library`` in place of the forbidden
-      ops (and of ``_convolution``, which lets non-transposed convolutions through). They
-      are process-wide, so they also catch other threads, a popped or disabled mode and
-      ``torch.inference_mode``; a probe at the end checks that they are still in place.
+    Per call, a dispatch mode: every op called in this thread passes through
+    ``__torch_dispatch__`` (CompositeImplicit ops lowered, backward ops that autograd runs
+    included); it names the op as the student wrote it. Under it, the process-wide layer
+    (``_ProcessLayer``: kernels, profile hook, probes), armed by ``watching()`` or, for a
+    whole stage, by ``stage_guard()``.
 
     A forbidden op raises ``ForbiddenKernelError`` and is remembered in ``reached``, so a
-    submission that catches the error is still caught.
+    submission that catches the error is still caught. Autograd's own
+    ``convolution_backward`` is let through only in the gradient pass (``gradients``), and
+    only when no Python frame but torch's lies between it and the grader's ``autograd.grad``:
+    a student's custom backward or hook that calls it is refused, and the gradient is then
+    computed by the guard's own kernel from allowed ops (``unfold``/``fold``/``einsum``).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.reached: list[str] = []
-        self._library: Any = None
-        self._probing = False
-        self._previous_profiles: tuple[Any, Any] = (None, None)
+        self._ops = 0
+        self._exiting = False
+        self._grad_frame: Any = None
+        self._gradients_taken = False
+        self._owner: Any = None  # the grader's frame that may ask for the gradients
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         # Every op of a plain-loop answer comes through here: decide once per op.
         verdict = _OP_VERDICTS.get(id(func))
         if verdict is None:
             verdict = _OP_VERDICTS[id(func)] = _op_verdict(func)
-        if verdict and (verdict == _FORBIDDEN or forbidden_kernel(func._schema.name, args, kwargs)):
+        self._ops += 1
+        if not self._ops & 1023 or _GETPROFILE() is not _LAYER.hook:
+            _LAYER.check_intact()
+        if verdict == _ENGINE_ONLY:
+            if not _LAYER.engine_backward(sys._getframe(1), via_mode=False):
+                _LAYER.refuse(func._schema.name)
+        elif verdict and (
+            verdict == _FORBIDDEN or forbidden_kernel(func._schema.name, args, kwargs)
+        ):
             name = func._schema.name
             if verdict == _FORBIDDEN_IF_TRANSPOSED:
                 name += "(transposed=True)"
-            self.reached.append(name)
-            raise ForbiddenKernelError(name)
+            _LAYER.refuse(name)
         return func(*args, **(kwargs or {}))
 
-    def _refuse(self, name: str) -> None:
-        if self._probing:
-            raise _CanaryHit(name)
-        self.reached.append(name)
-        raise ForbiddenKernelError(name)
-
-    def _kernel_for(self, overload: str) -> Callable[..., Any]:
-        base, _, variant = overload.partition(".")
-        if base == "_convolution":
-            original = getattr(torch.ops.aten._convolution, variant or "default")
-            explicit = torch._C.DispatchKey.CompositeExplicitAutograd
-
-            def convolution_kernel(*args, **kwargs):
-                transposed = args[6] if len(args) > 6 else kwargs.get("transposed", False)
-                if transposed:
-                    self._refuse("aten::_convolution(transposed=True)")
-                return original._op_dk(explicit, *args, **kwargs)
-
-            return convolution_kernel
-
-        def refusing_kernel(*args, **kwargs):
-            self._refuse(f"aten::{overload}")
-
-        return refusing_kernel
-
-    def _watch_calls(self, frame, event, arg) -> None:
-        """A profile function: notes calls into torch's Python decompositions of forbidden ops."""
-        if event == "call":
-            code = frame.f_code
-            if code.co_filename in _DECOMPOSITION_FILES and _FORBIDDEN_PYTHON.search(code.co_name):
-                module = frame.f_globals.get("__name__", "torch")
-                self.reached.append(f"{module}.{code.co_name}")
-
-    def _arm(self) -> None:
-        import threading
-
-        self._previous_profiles = (sys.getprofile(), threading.getprofile())
-        sys.setprofile(self._watch_calls)
-        threading.setprofile(self._watch_calls)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns that a kernel is overridden
-            library = torch.library.Library("aten", "IMPL")
-            for overload in _kernel_override_targets():
-                library.impl(overload, self._kernel_for(overload), "CPU")
-        self._library = library
-
-    def _disarm(self) -> bool:
-        """Remove the kernels and the profile function; True when they were still in place
-        (the probe reached the kernels, the profile function was not replaced)."""
-        import threading
-
-        intact = sys.getprofile() == self._watch_calls
-        sys.setprofile(self._previous_profiles[0])
-        threading.setprofile(self._previous_profiles[1])
-        self._probing = True
+    def gradients(self, out: torch.Tensor, wrt: list[torch.Tensor], grad_output: torch.Tensor):
+        """``autograd.grad`` of the student's output, under the guard: once per call, and only
+        for ``_student_grads`` called by a ``_run_*`` of this guard's ``run_student``."""
+        caller = sys._getframe(1)
+        runner = caller.f_back
+        if (
+            self._gradients_taken
+            or _LAYER.watches.get(_LAYER._get_ident()) is not self
+            or caller.f_code is not _STUDENT_GRADS_CODE
+            or runner is None
+            or runner.f_back is not self._owner
+        ):
+            _LAYER.refuse("(a gradient pass asked for by the submission)")
+        self._gradients_taken = True
+        self._grad_frame = sys._getframe()
         try:
-            for probe in (
-                lambda: torch.ops.aten.upsample_nearest1d.default(torch.zeros(1, 1, 1), [2]),
-                lambda: torch.ops.aten._convolution.default(
-                    torch.zeros(1, 1, 1),
-                    torch.zeros(1, 1, 1),
-                    None,
-                    [1],
-                    [0],
-                    [1],
-                    True,
-                    [0],
-                    1,
-                    False,
-                    False,
-                    True,
-                    True,
-                ),
-            ):
-                try:
-                    with torch._C._DisableTorchDispatch():
-                        probe()
-                    intact = False
-                except _CanaryHit:
-                    pass
-                except Exception:
-                    intact = False
+            return _AUTOGRAD_GRAD(out, wrt, grad_output, allow_unused=True)
         finally:
-            self._probing = False
-            if self._library is not None:
-                with contextlib.suppress(Exception):  # already destroyed by a submission
-                    self._library._destroy()
-                self._library = None
-        return intact
+            self._grad_frame = None
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[ForbiddenKernelGuard]:
         """Run a block under the guard; raise ``ForbiddenKernelError`` afterwards if the block
-        reached a forbidden kernel (even if it caught the error) or switched the guard off."""
-        self._arm()
+        reached a forbidden kernel (even if it caught the error) or switched the guard off.
+
+        Inside ``stage_guard()`` the process-wide layer is the stage's; a guard watching
+        inside another guard's watch, in the same thread, is refused."""
+        ident = _LAYER._get_ident()
+        if ident in _LAYER.watches:
+            _LAYER.refuse("(a graded call inside a graded call)")
+        _LAYER.arm()
+        _LAYER.watches[ident] = self
+        previous_profile = _GETPROFILE()
         try:
             try:
+                _LAYER.quiet_thread = ident
+                sys.setprofile(_LAYER.hook)  # this thread may predate the stage's hook
+                _LAYER.quiet_thread = None
                 with self:
-                    yield self
-                    if self not in _get_current_dispatch_mode_stack():
-                        self.reached.append("(the kernel guard was switched off)")
+                    try:
+                        yield self
+                        if self not in _get_current_dispatch_mode_stack():
+                            self.reached.append("(the kernel guard was switched off)")
+                    finally:
+                        self._exiting = True
+                for missing in _LAYER.intact():
+                    self.reached.append(missing)
             finally:
-                if not self._disarm():
-                    self.reached.append("(the kernel guard was switched off)")
+                del _LAYER.watches[ident]
+                if _LAYER.depth > 1:
+                    _LAYER.quiet_thread = ident
+                    sys.setprofile(previous_profile)
+                    _LAYER.quiet_thread = None
+                _LAYER.disarm()
         except ForbiddenKernelError:
             raise
         except BaseException as error:
@@ -1372,6 +1711,54 @@ class ForbiddenKernelGuard(TorchDispatchMode):
             raise
         if self.reached:
             raise ForbiddenKernelError(self.reached[0])
+
+
+_DISPATCH_CODE = _unwrapped(ForbiddenKernelGuard.__dict__["__torch_dispatch__"]).__code__
+_WATCHING_CODE = _unwrapped(ForbiddenKernelGuard.watching).__code__
+_POP_MODE_CODE = _unwrapped(sys.modules["torch.utils._python_dispatch"]._pop_mode).__code__
+
+
+@dataclass
+class StageRecord:
+    """What the guard saw during a ``stage_guard()``: every refusal, those that happened
+    while no graded call was watched, and whether the layer was still in place at the end."""
+
+    reached: list[str] = field(default_factory=list)
+    outside_calls: list[str] = field(default_factory=list)
+    intact: bool = True
+
+
+@contextlib.contextmanager
+def stage_guard() -> Iterator[StageRecord]:
+    """Keep the guard's process-wide layer armed for a whole graded stage.
+
+    The kernels in place of the forbidden ops (every namespace) and the profile hook (this
+    thread and every thread started later) stay armed from entry to exit, so student code
+    that runs between graded calls (a thread, a ``__del__``, a weakref callback) meets them
+    too. ``run_student``'s per-call ``watching()`` nests inside it: it adds its dispatch mode
+    and its own record, and neither registers nor removes the layer.
+
+    At exit the yielded ``StageRecord`` holds every refusal of the stage. It raises
+    ``ForbiddenKernelError`` when the layer was found disarmed (a kernel or the hook gone)
+    or when a forbidden op or a tampering call was reached while no graded call was
+    watched; refusals inside a graded call have already failed that call.
+
+    The layer refuses torch's forbidden ops for the whole process, the grader's own calls
+    included: compute inputs and references (``make_inputs``, ``reference_outputs``)
+    before the stage or on the trusted side.
+    """
+    record = StageRecord()
+    _LAYER.arm()
+    try:
+        yield record
+    finally:
+        missing = _LAYER.intact()
+        record.reached = list(_LAYER.record) + missing
+        record.outside_calls = list(_LAYER.outside_calls)
+        record.intact = not missing
+        _LAYER.disarm()
+    if record.outside_calls or missing:
+        raise ForbiddenKernelError((record.outside_calls + missing)[0])
 
 
 def warm_up() -> None:
@@ -1389,132 +1776,160 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _plain(value: Any) -> Any:
-    """A plain tensor detached; anything else as it is (``compare`` judges it)."""
-    return _DETACH(value) if type(value) is torch.Tensor else value
+def _type_name(value: Any) -> str:
+    """``module.QualName`` of a value's real type, without running any of its code."""
+    cls = type(value)
+    module = _TYPE_MODULE(cls)
+    return f"{module if type(module) is str else '?'}.{_TYPE_NAME(cls)}"
 
 
 def _frozen(value: Any) -> Any:
-    """A private copy of a forward's result, taken while the guard is still armed.
+    """A private copy of a result, taken while the guard is still armed.
 
-    The student keeps a reference to the tensor it returned and its code runs again later
-    (backward hooks, during the gradients, unguarded): an in-place write then must not
-    reach the output that is graded.
+    Only a plain ``torch.Tensor`` (exact type) is kept, as a detached clone nobody else holds:
+    the student's code may run again later and write into the tensor it returned. Anything
+    else becomes a ``NotATensor``, which ``compare`` rejects, so none of its code runs later.
     """
-    return _DETACH(value).clone() if type(value) is torch.Tensor else value
+    if type(value) is torch.Tensor:
+        return _CLONE(_DETACH(value))
+    return NotATensor(_type_name(value))
 
 
 def _student_grads(
-    case: Case, out: Any, wrt: dict[str, torch.Tensor], grad_output: torch.Tensor
+    case: Case,
+    out: Any,
+    wrt: dict[str, torch.Tensor],
+    grad_output: torch.Tensor,
+    guard: ForbiddenKernelGuard,
 ) -> dict[str, Any]:
-    """Autograd of the student's output, outside the guard (conv1d's own backward is legit)."""
-    if not isinstance(out, torch.Tensor):
-        return {}
-    if not out.requires_grad:
+    """Autograd of the student's output, under the guard (see ``ForbiddenKernelGuard``)."""
+    if type(out) is not torch.Tensor or not _REQUIRES_GRAD(out):
         # No gradient at all: compare accepts that only where torch's gradients are all zero
         # (an output no input reaches), and otherwise explains it.
         return {}
     names = list(wrt)
     try:
-        grads = torch.autograd.grad(out, [wrt[n] for n in names], grad_output, allow_unused=True)
+        grads = guard.gradients(out, [wrt[n] for n in names], grad_output)
     except RuntimeError as error:
+        if isinstance(error, ForbiddenKernelError):
+            raise
         raise SubmissionError(f"autograd could not differentiate your output: {error}") from error
-    return {f"grad_{n}": _plain(g) for n, g in zip(names, grads, strict=True) if g is not None}
+    return {f"grad_{n}": _frozen(g) for n, g in zip(names, grads, strict=True) if g is not None}
+
+
+_STUDENT_GRADS_CODE = _student_grads.__code__
 
 
 def run_student(case: Case, implementation: Any, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Call the student's ``implementation`` on copies of ``inputs``, under the kernel guard.
 
+    Everything the grader does with a student object (the call, its backward, ``copy_`` into
+    its parameters, ``.to``, reading its attributes) runs inside one ``watching()``, and every
+    value is copied out by exact type before it ends (``_frozen``): plain tensors as private
+    clones, anything else as a ``NotATensor``.
+
     Returns the same keys as ``reference_outputs``. Raises ``ForbiddenKernelError`` when the
     call reaches a forbidden kernel, ``SubmissionError`` when the object lacks the promised
     form (a module without ``.weight``, an output autograd cannot differentiate), and lets the
-    student's own exceptions through. Values are returned as they are (an ``int`` from
-    ``output_length`` as a 0-d int64 tensor); ``compare`` does the type checks.
+    student's own exceptions through. An ``int`` from ``output_length`` comes back as a 0-d
+    int64 tensor; ``compare`` does the type checks.
     """
-    x = {k: _DETACH(v).clone() for k, v in inputs.items()}
-    p = case.params
+    x = {k: _CLONE(_DETACH(v)) for k, v in inputs.items()}
+    run = _RUNS.get(case.target)
+    if run is None:
+        raise ValueError(f"unknown target {case.target!r}")
     guard = ForbiddenKernelGuard()
-    with _quiet():
-        if case.target == "output_length":
-            args = dict(p["args"])
-            length, kernel_size = args.pop("L"), args.pop("kernel_size")
-            with guard.watching():
-                result = implementation(length, kernel_size, **args)
-            if type(result) is int:
-                result = torch.tensor(result, dtype=torch.int64)
-            return {"output": _plain(result)}
-        if case.target == "conv1d_matrix":
-            with guard.watching():
-                result = _frozen(implementation(x["kernel"], int(p["input_length"])))
-            return {"output": result}
-        if case.target == "coverage_map":
-            args = [_as_call_value(p[k]) for k in ("kernel_size", "stride", "input_size")]
-            with guard.watching():
-                result = _frozen(implementation(*args))
-            return {"output": result}
-        if case.target in _CONV_TARGETS:
-            return _run_conv(case, implementation, x, guard)
-        if case.target == "ConvTranspose1d":
-            return _run_module(case, implementation, x, guard)
-        if case.target == "interpolate":
-            if p.get("grad"):
-                x["input"].requires_grad_(True)
-            with guard.watching():
-                out = implementation(x["input"], **_call_kwargs(case))
-                graded = _frozen(out)
-            outputs = {"output": graded}
-            if p.get("grad"):
-                outputs.update(_student_grads(case, out, {"input": x["input"]}, x["grad_output"]))
-            return outputs
-        if case.target == "ResizeConv2d":
-            return _run_resize_conv(case, implementation, x, guard)
-    raise ValueError(f"unknown target {case.target!r}")
+    guard._owner = sys._getframe()
+    with _quiet(), guard.watching():
+        return run(case, implementation, x, guard)
+
+
+def _run_output_length(case, implementation, x, guard) -> dict[str, Any]:
+    args = dict(case.params["args"])
+    length, kernel_size = args.pop("L"), args.pop("kernel_size")
+    result = implementation(length, kernel_size, **args)
+    if type(result) is int:
+        result = torch.tensor(result, dtype=torch.int64)
+    return {"output": _frozen(result)}
+
+
+def _run_conv1d_matrix(case, implementation, x, guard) -> dict[str, Any]:
+    return {"output": _frozen(implementation(x["kernel"], int(case.params["input_length"])))}
+
+
+def _run_coverage_map(case, implementation, x, guard) -> dict[str, Any]:
+    args = [_as_call_value(case.params[k]) for k in ("kernel_size", "stride", "input_size")]
+    return {"output": _frozen(implementation(*args))}
+
+
+def _run_interpolate(case, implementation, x, guard) -> dict[str, Any]:
+    grad = case.params.get("grad")
+    if grad:
+        _REQUIRES_GRAD_(x["input"], True)
+    out = implementation(x["input"], **_call_kwargs(case))
+    outputs = {"output": _frozen(out)}
+    if grad:
+        outputs.update(_student_grads(case, out, {"input": x["input"]}, x["grad_output"], guard))
+    return outputs
 
 
 def _run_conv(case, implementation, x, guard) -> dict[str, Any]:
     p = case.params
     wrt = {k: x[k] for k in ("input", "weight", "bias") if k in x} if p.get("grad") else {}
     for tensor in wrt.values():
-        tensor.requires_grad_(True)
+        _REQUIRES_GRAD_(tensor, True)
     kwargs = _call_kwargs(case)
     bias = x.get("bias")
-    with guard.watching():
-        if p.get("positional"):
-            order = [kwargs.get(k, d) for k, d in zip(_CONV_KWARGS, (1, 0, 0, 1, 1), strict=True)]
-            out = implementation(x["input"], x["weight"], bias, *order)
-        elif bias is not None or p.get("bias_none"):
-            out = implementation(x["input"], x["weight"], bias, **kwargs)
-        else:
-            out = implementation(x["input"], x["weight"], **kwargs)
-        graded = _frozen(out)
-    outputs = {"output": graded}
+    if p.get("positional"):
+        order = [kwargs.get(k, d) for k, d in zip(_CONV_KWARGS, (1, 0, 0, 1, 1), strict=True)]
+        out = implementation(x["input"], x["weight"], bias, *order)
+    elif bias is not None or p.get("bias_none"):
+        out = implementation(x["input"], x["weight"], bias, **kwargs)
+    else:
+        out = implementation(x["input"], x["weight"], **kwargs)
+    outputs = {"output": _frozen(out)}
     if wrt:
-        outputs.update(_student_grads(case, out, wrt, x["grad_output"]))
+        outputs.update(_student_grads(case, out, wrt, x["grad_output"], guard))
     return outputs
+
+
+def _registered(module: Any, table: str, name: str) -> tuple[bool, Any]:
+    """``module.<name>`` as nn.Module stores it (``_parameters``/``_modules``, else the
+    instance dict), read without any ``__getattr__``, property or descriptor of the student's."""
+    attributes = _INSTANCE_DICT(module)
+    registered = attributes.get(table)
+    if type(registered) is dict and name in registered:
+        return True, registered[name]
+    return name in attributes, attributes.get(name)
+
+
+def _parameter(module: Any, name: str, where: str) -> Any:
+    """The ``nn.Parameter`` (exact type) or None registered as ``module.<name>``."""
+    found, param = _registered(module, "_parameters", name)
+    if param is None:
+        return None
+    if type(param) is not nn.Parameter:
+        kind = "a subclass of nn.Parameter" if isinstance(param, nn.Parameter) else "not one"
+        raise SubmissionError(
+            f"{where}.{name} is a {_type_name(param)} ({kind}): make it an nn.Parameter "
+            "(self.{name} = nn.Parameter(...)) so that module.parameters() and optimisers see it"
+        )
+    return param
 
 
 def _run_module(case, implementation, x, guard) -> dict[str, Any]:
     p = case.params
     init = dict(p["init"])
     head = [init.pop(k) for k in ("in_channels", "out_channels", "kernel_size")]
-    with guard.watching():
-        module = implementation(*head, **{k: _as_call_value(v) for k, v in init.items()})
-    if not isinstance(module, nn.Module):
-        raise SubmissionError(
-            f"ConvTranspose1d(...) gave a {type(module).__name__}, not an nn.Module"
-        )
+    module = implementation(*head, **{k: _as_call_value(v) for k, v in init.items()})
+    if not issubclass(type(module), nn.Module):
+        raise SubmissionError(f"ConvTranspose1d(...) gave a {_type_name(module)}, not an nn.Module")
+    weight = _parameter(module, "weight", "module")
+    bias = _parameter(module, "bias", "module")
     outputs: dict[str, Any] = {}
-    weight = getattr(module, "weight", None)
-    bias = getattr(module, "bias", None)
     for name, param in (("weight", weight), ("bias", bias)):
-        if param is None:
-            continue
-        if not isinstance(param, nn.Parameter):
-            raise SubmissionError(
-                f"module.{name} is a {type(param).__name__}, not an nn.Parameter: wrap it in "
-                "nn.Parameter so that module.parameters() and optimisers see it"
-            )
-        outputs[f"initial_{name}"] = _DETACH(param).clone()
+        if param is not None:
+            outputs[f"initial_{name}"] = _CLONE(_DETACH(param))
     if weight is None:
         raise SubmissionError("the module has no .weight")
     if (
@@ -1524,44 +1939,63 @@ def _run_module(case, implementation, x, guard) -> dict[str, Any]:
     ):
         return outputs  # compare explains the parameter shapes; no forward with the wrong ones
     with torch.no_grad():
-        weight.copy_(x["weight"])
+        _COPY(weight, x["weight"])
         if bias is not None:
-            bias.copy_(x["bias"])
+            _COPY(bias, x["bias"])
     if p.get("grad"):
-        x["input"].requires_grad_(True)
-    with guard.watching():
-        out = module(x["input"])
-        graded = _frozen(out)
-    outputs["output"] = graded
+        _REQUIRES_GRAD_(x["input"], True)
+    out = module(x["input"])
+    outputs["output"] = _frozen(out)
     if p.get("grad"):
         wrt = {"input": x["input"], "weight": weight}
         if bias is not None:
             wrt["bias"] = bias
-        outputs.update(_student_grads(case, out, wrt, x["grad_output"]))
+        outputs.update(_student_grads(case, out, wrt, x["grad_output"], guard))
     return outputs
+
+
+def _resize_conv_parts(module: Any, nic: int, noc: int) -> tuple[Any, Any]:
+    """The ``.conv`` weight and bias of a student's ResizeConv2d, checked."""
+    conv = _registered(module, "_modules", "conv")[1]
+    if not issubclass(type(conv), nn.Conv2d):
+        raise SubmissionError(
+            "ResizeConv2d needs an attribute .conv = nn.Conv2d(in, out, 3, padding=1)"
+        )
+    weight = _parameter(conv, "weight", "module.conv")
+    bias = _parameter(conv, "bias", "module.conv")
+    if weight is None or tuple(weight.shape) != (noc, nic, 3, 3) or bias is None:
+        shape = tuple(weight.shape) if weight is not None else None
+        raise SubmissionError(
+            f"ResizeConv2d({nic}, {noc}).conv has weight {shape} and "
+            f"{'no ' if bias is None else ''}bias: expected nn.Conv2d({nic}, {noc}, 3, padding=1)"
+        )
+    return weight, bias
 
 
 def _run_resize_conv(case, implementation, x, guard) -> dict[str, Any]:
     nic, noc = case.params["init"]
-    with guard.watching():
-        module = implementation(nic, noc)
-    conv = getattr(module, "conv", None)
-    if not isinstance(conv, nn.Conv2d):
-        raise SubmissionError(
-            "ResizeConv2d needs an attribute .conv = nn.Conv2d(in, out, 3, padding=1)"
-        )
-    if tuple(conv.weight.shape) != (noc, nic, 3, 3) or conv.bias is None:
-        raise SubmissionError(
-            f"ResizeConv2d({nic}, {noc}).conv has weight {tuple(conv.weight.shape)} and "
-            f"{'no ' if conv.bias is None else ''}bias: expected nn.Conv2d({nic}, {noc}, 3, padding=1)"
-        )
+    module = implementation(nic, noc)
+    if not issubclass(type(module), nn.Module):
+        raise SubmissionError(f"ResizeConv2d(...) gave a {_type_name(module)}, not an nn.Module")
+    _resize_conv_parts(module, nic, noc)
     with torch.no_grad():
         module.to(x["input"].dtype)
-        conv.weight.copy_(x["conv_weight"])
-        conv.bias.copy_(x["conv_bias"])
-    with guard.watching():
-        graded = _frozen(module(x["input"]))
-    return {"output": graded}
+        weight, bias = _resize_conv_parts(module, nic, noc)  # .to may have replaced them
+        _COPY(weight, x["conv_weight"])
+        _COPY(bias, x["conv_bias"])
+    return {"output": _frozen(module(x["input"]))}
+
+
+_RUNS = {
+    "output_length": _run_output_length,
+    "conv1d_matrix": _run_conv1d_matrix,
+    "coverage_map": _run_coverage_map,
+    "conv_transpose1d": _run_conv,
+    "conv_transpose2d": _run_conv,
+    "ConvTranspose1d": _run_module,
+    "interpolate": _run_interpolate,
+    "ResizeConv2d": _run_resize_conv,
+}
 
 
 # --------------------------------------------------------------------------------------
