@@ -738,6 +738,8 @@ class Grader:
         self.workers: list[sandbox.Worker] = []
         self.stopping = False
         self._record: dict[Path, Any] = {}
+        self.watch: sandbox.SharedKernelWatch | None = None
+        self.watch_text = ""
 
     # -- plans
 
@@ -825,7 +827,7 @@ class Grader:
         extra["static_scan"] = [str(f) for f in findings[:100]]
         extra["needs_a_look"] = [str(f) for f in findings if _needs_a_look(f)][:30]
         extra["timed_out"] = outcome.timed_out
-        extra["protections"] = outcome.protections
+        extra["protections"] = outcome.protections + [self.watch_text]
         if outcome.worker_error or outcome.unprotected:
             # The grader's fault, twice: no grade (never a low one), and a re-run tries again.
             extra["not_graded"] = outcome.worker_error or "the sandbox's protections failed"
@@ -1046,8 +1048,11 @@ class Grader:
             path = self.results_path(submission)
             if path is not None and not self.force and path.is_file():
                 self._record[submission.out_rel] = _read_json(path, limit=64 << 20)
+        # Started before the workers: it attributes a hit to a process through the forks
+        # it saw.
+        self.watch, self.watch_text = sandbox.SharedKernelWatch.start()
         self.workers = [
-            sandbox.Worker(self.mode, str(self.grader_dir), str(self.work_root))
+            sandbox.Worker(self.mode, str(self.grader_dir), str(self.work_root), watch=self.watch)
             for _ in range(min(self.jobs, max(1, len(submissions))))
         ]
         free = list(self.workers)
@@ -1117,4 +1122,7 @@ class Grader:
         for worker in self.workers:
             worker.close()
         self.workers = []
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
         shutil.rmtree(self.work_root, ignore_errors=True)

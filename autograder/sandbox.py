@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder import cgroups, protocol
+from autograder import cgroups, kernel_watch, protocol
 
 RUNNER = Path(__file__).with_name("runner.py")
 PROTOCOL = Path(__file__).with_name("protocol.py")
@@ -339,11 +339,66 @@ def thread_count(pid: int) -> int:
         return 0
 
 
+#: The families of forbidden kernels a graded call must never reach natively. Not
+#: "convolution backward": autograd runs it for an honest F.conv1d when the grader takes
+#: gradients (the in-process guard tells the two apart); not "interpolation (area)",
+#: which is adaptive average pooling, allowed.
+WATCHED_FAMILIES = frozenset({"transposed convolution", "upsampling", "grid sampling"})
+
+
+class SharedKernelWatch:
+    """One uprobe watch for the whole batch, shared by the workers (its reads are locked)."""
+
+    def __init__(self, watch: kernel_watch.KernelWatch):
+        self.watch = watch
+        self.lock = threading.Lock()
+        self.family = {f.name: f.family for f in watch.functions}
+        watched = sum(f.family in WATCHED_FAMILIES for f in watch.functions)
+        self.description = (
+            f"kernel watch: uprobes on {watched} native forbidden kernels of libtorch, set "
+            "from outside the sandbox"
+        )
+
+    @classmethod
+    def start(cls) -> tuple[SharedKernelWatch | None, str]:
+        """The watch, or None and why there is none on this machine."""
+        ok, why = kernel_watch.probe()
+        if not ok:
+            return None, f"no kernel watch from outside the sandbox ({why})"
+        watch = kernel_watch.KernelWatch()
+        try:
+            watch.start()
+        except (kernel_watch.KernelWatchError, OSError) as error:
+            watch.close()
+            return None, f"no kernel watch from outside the sandbox ({error})"
+        shared = cls(watch)
+        return shared, shared.description
+
+    def forbidden_hits(self, pid: int) -> tuple[list[str], list[str]]:
+        """The watched kernels ``pid`` reached since the last call, and the trace's problems."""
+        with self.lock:
+            reached = self.watch.hits([pid])
+            problems = self.watch.take_problems()
+        return [name for name in reached if self.family.get(name) in WATCHED_FAMILIES], problems
+
+    def close(self) -> None:
+        with self.lock:
+            self.watch.close()
+
+
 class Worker:
     """One job slot: a zygote in the sandbox, restarted after a timeout or a crash."""
 
-    def __init__(self, mode: str, grader_dir: str, work_root: str, startup_timeout: float = 300):
+    def __init__(
+        self,
+        mode: str,
+        grader_dir: str,
+        work_root: str,
+        startup_timeout: float = 300,
+        watch: SharedKernelWatch | None = None,
+    ):
         self.mode = mode
+        self.watch = watch
         self.grader_dir = grader_dir
         self.startup_timeout = startup_timeout
         self.slot_dir = tempfile.mkdtemp(prefix="slot-", dir=work_root)
@@ -530,7 +585,7 @@ class Worker:
             outcome.worker_error = f"the sandbox worker is gone ({error})"
             return outcome
         host_pid = None
-        protected = False
+        protected = cases_sent = False
         while True:
             message = self._next(deadline)
             if message is None:
@@ -553,12 +608,15 @@ class Worker:
             elif "protections" in message and not protected:
                 protected = True  # said before any student code ran: trusted
                 outcome.protections += [str(p) for p in message["protections"]][:10]
-            elif message.get("cells_done") and host_pid is not None:
+            elif message.get("cells_done") and host_pid is not None and not cases_sent:
+                cases_sent = True  # once: whoever says it again, the cases went once
                 refused = self._stage_b_refusal(host_pid)
                 if refused:
                     outcome.refused = refused
                     self._say(job=name, abort=refused)
                 else:
+                    if self.watch is not None:  # what the cells reached is theirs to use
+                        self.watch.forbidden_hits(host_pid)
                     self._send_cases(name, cases_blob)
             elif "ended" in message:
                 outcome.finished = True
@@ -567,6 +625,10 @@ class Worker:
                 break
         outcome.seconds = time.monotonic() - begun
         outcome.unprotected = not protected
+        if self.watch is not None and host_pid is not None:
+            outcome.kernel_hits, problems = self.watch.forbidden_hits(host_pid)
+            if problems:
+                outcome.protections.append(f"the kernel watch was incomplete: {problems[0]}")
         return outcome
 
     def _stage_b_refusal(self, host_pid: int) -> str | None:

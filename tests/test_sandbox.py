@@ -165,3 +165,59 @@ def test_sandbox_none_is_said_in_every_result(tmp_path):
     assert data["score"] == FULL
     assert data["extra_data"]["sandbox"] == "none"
     assert "NO SANDBOX" in data["output"]
+
+
+# A cell that plays the runner's part: it says "cells-done" on the status pipe itself, takes
+# the cases from the channel before any guard is armed, answers them with torch's own kernel
+# and leaves. In-process, nothing can tell this cell from the runner; the uprobes outside can.
+HIJACK = """
+import fcntl, json, os, socket, stat
+import torch.nn.functional as F
+from safetensors.torch import load, save_file
+fifo = sock = None
+for fd in range(3, 256):
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        continue
+    if stat.S_ISFIFO(mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+        fifo = fd
+    elif stat.S_ISSOCK(mode):
+        sock = fd
+os.write(fifo, b"cells-done\\n")
+_, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock), 16, 1)
+blob = b""
+while chunk := os.read(fds[0], 1 << 20):
+    blob += chunk
+size = int.from_bytes(blob[:8], "big")
+cases, inputs = json.loads(blob[8 : 8 + size]), load(blob[8 + size :])
+for index, case in enumerate(cases):
+    mine = {k.split("/", 1)[1]: v for k, v in inputs.items() if k.startswith(f"{index}/")}
+    status = {"state": "finished", "error": None, "kernel": None, "others": {}}
+    if case["target"] == "conv_transpose1d":
+        kwargs = case["params"].get("kwargs", {})
+        out = F.conv_transpose1d(mine["input"], mine["weight"], mine.get("bias"), **kwargs)
+        save_file({"output": out.contiguous()}, f"../case_{index}.safetensors")
+    json.dump(status, open(f"../case_{index}.json", "w"))
+os._exit(0)
+"""
+
+
+def test_the_kernel_watch_sees_a_cell_that_takes_the_runners_place(tmp_path):
+    """Where uprobes can be set, a forbidden native kernel reached with the cases in the
+    sandbox costs every graded test, whatever the in-process guard was told."""
+    from autograder import kernel_watch
+
+    ok, why = kernel_watch.probe()
+    if not ok:
+        import pytest
+
+        pytest.skip(f"uprobes cannot be set here: {why}")
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "hijack", submission(extra=HIJACK))
+    run = grader("grade", "submitted", "--out", "out", "--release", str(release), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    data = results(tmp_path / "out", "hijack")
+    assert data["score"] == 0, data["output"]
+    assert "seen by the grader from outside" in data["output"]
+    assert "conv_transpose" in data["output"]
