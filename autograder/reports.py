@@ -249,6 +249,16 @@ def _reasons_to_look(row: Row, not_graded: str | None) -> list[str]:
         reasons.append("tampered with the checks")
     if "The notebook" in output and "score 0" in output:
         reasons.append("unreadable notebook")
+    if extra.get("needs_a_look"):
+        reasons.append("a route the kernel guard cannot watch (native code?): read the code")
+    if "seen by the grader from outside" in output:
+        reasons.append("a forbidden kernel seen from outside the sandbox")
+    if "The graded calls did not run" in output:
+        reasons.append("the graded calls did not run (threads left by the cells)")
+    protections = extra.get("protections")
+    if isinstance(protections, list) and any("no kernel watch" in str(p) for p in protections):
+        if extra.get("static_scan"):
+            reasons.append("no kernel watch here, and the static scan found something")
     scan = extra.get("static_scan")
     if scan:
         reasons.append(f"{len(scan) if isinstance(scan, list) else 1} static-scan warning(s)")
