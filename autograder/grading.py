@@ -994,7 +994,10 @@ class Grader:
         tampered = _read_json(job_dir / protocol.TAMPER_FILE)
         tampered = [str(t) for t in tampered] if isinstance(tampered, list) else []
         if tampered:
-            notes.append("The submission modified the grader's checks: no case is graded.")
+            notes.append(
+                "The submission modified the grader's checks, or reached a forbidden kernel "
+                f"between graded calls ({_clip(', '.join(tampered[:3]), 300)}): no case is graded."
+            )
         if outcome.kernel_hits:
             tampered = [f"forbidden kernel {k} (seen from outside the sandbox)"
                         for k in outcome.kernel_hits[:5]]  # fmt: skip

@@ -453,12 +453,16 @@ def _child(job_dir: str, job: dict, pipes: dict[str, int], channel, setup: dict)
         _write_json(os.path.join(job_dir, protocol.TAMPER_FILE), _tampered(checks, before))
         _wait_for_cell_threads()
         gc.disable()  # no finaliser of the student's objects runs while the inputs are here
-        with setup["stage_guard"]():
-            os.write(status, (protocol.CELLS_DONE + "\n").encode())
-            cases, inputs_all = _receive_cases(channel, setup["load_bytes"])
-            for index, spec in enumerate(cases):
-                _run_case(index, spec, inputs_all, namespace, setup)
-        tampered = _tampered(checks, before)  # a graded call may have patched the checks
+        outside = []
+        try:
+            with setup["stage_guard"]():
+                os.write(status, (protocol.CELLS_DONE + "\n").encode())
+                cases, inputs_all = _receive_cases(channel, setup["load_bytes"])
+                for index, spec in enumerate(cases):
+                    _run_case(index, spec, inputs_all, namespace, setup)
+        except setup["forbidden_error"] as error:  # reached between graded calls, or disarmed
+            outside = [f"the kernel guard, between graded calls: {error}"]
+        tampered = _tampered(checks, before) + outside  # a graded call may have patched them
         if tampered:
             _write_json(os.path.join(job_dir, protocol.TAMPER_FILE), tampered)
         code = 0
