@@ -230,6 +230,13 @@ def test_a_thread_that_garbles_its_record_is_still_seen_and_the_watch_says_so(wa
     assert watch.intact
 
 
+def test_a_full_trace_buffer_is_reported_as_lost_events():
+    flood = "for _ in range(3000):\n    F.interpolate(x1, size=12)"
+    with kernel_watch.KernelWatch(buffer_kb=8, drain_every=None) as small:
+        _run(_route_script({"flood": flood}))
+        assert any(problem.startswith("the trace lost") for problem in small.take_problems())
+
+
 def test_the_watch_removes_its_instance_and_probes_and_a_dead_graders():
     root = kernel_watch.tracefs_root()
     with kernel_watch.KernelWatch() as running:
@@ -281,7 +288,7 @@ def test_setup_is_quick_and_a_path_honest_code_takes_costs_nothing_more(watch):
     group = os.path.join(watch._instance.path, "events", watch._instance.group, "enable")
     runs: dict[str, list[tuple[float, float]]] = {"1": [], "0": []}
     try:
-        for state in ("1", "0", "1", "0"):  # "0": no instance enables them, the probes leave
+        for state in ("1", "0", "1", "0"):  # "0": the probes leave (unless another watch runs)
             kernel_watch._write(group, state)
             runs[state].append(_timings())
     finally:
