@@ -56,10 +56,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sandbox",
-        choices=["auto", "bwrap", "none"],
+        choices=["auto", "bwrap", "landlock", "none"],
         default="auto",
-        help="bubblewrap with seccomp (auto, bwrap: the grader refuses to run without it), "
-        "or none: NO sandbox, only for a trusted class (written into every result)",
+        help="bubblewrap with seccomp (auto, bwrap: the grader refuses to run without it); "
+        "landlock: Landlock and seccomp without bubblewrap, where namespaces are refused "
+        "(a container); none: NO sandbox, only for a trusted class (written into every result)",
     )
 
 
@@ -102,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge", help="join the outputs of several shards")
     merge.add_argument("dirs", nargs="+", type=Path)
     merge.add_argument("--out", type=Path, required=True)
+    import_grades = commands.add_parser(
+        "import-grades", help="write the CI grader's scores into nbgrader's gradebook"
+    )
+    import_grades.add_argument("dir", type=Path, help="the grader's output folder (--out)")
+    import_grades.add_argument(
+        "--gradebook", required=True, help="nbgrader's database: sqlite:///gradebook.db, or a path"
+    )
+    import_grades.add_argument(
+        "--assignment", action="append", help="import only this assignment (repeatable)"
+    )
+    import_grades.add_argument(
+        "--course-id", help="nbgrader's course id (default: nbgrader_config.py's)"
+    )
+    import_grades.add_argument("--release", type=Path, default=grading.DEFAULT_RELEASE)
     return parser
 
 
@@ -240,6 +255,30 @@ def run_new_term(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_import_grades(args: argparse.Namespace) -> int:
+    from autograder import gradebook
+
+    if not args.dir.is_dir():
+        raise grading.GraderError(f"{args.dir}: no such folder")
+    report = gradebook.import_results(
+        args.dir,
+        gradebook.database_url(args.gradebook),
+        grading.Release(args.release),
+        course_id=args.course_id or gradebook.course_id_from_config(),
+        assignments=set(args.assignment) if args.assignment else None,
+    )
+    print(
+        f"imported {len(report.imported)} submissions into {args.gradebook}; created "
+        f"{len(report.created_students)} students and {len(report.created_assignments)} "
+        "assignments; the written answers stay for formgrader"
+    )
+    for rel, why in report.not_imported:
+        print(f"  not imported: {grading.printable(rel)}: {why}", file=sys.stderr)
+    for student, assignment, grade_id in report.review:
+        print(f"  hand grade kept, CI's score changed: {student} {assignment} {grade_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -249,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_check(args)
         if args.command == "new-term":
             return run_new_term(args)
+        if args.command == "import-grades":
+            return run_import_grades(args)
         return run_merge(args)
     except (grading.GraderError, term_module.TermError, RuntimeError) as error:
         print(f"autograder: {error}", file=sys.stderr)

@@ -136,7 +136,7 @@ def _tampered(module, before: dict[str, object]) -> list[str]:
 
 
 class _LandlockRuleset(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64)]
 
 
 class _LandlockPathBeneath(ctypes.Structure):
@@ -149,6 +149,7 @@ _LANDLOCK_RULE_PATH_BENEATH = 1
 _FS_EXECUTE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 2, 1 << 3
 #: Access rights by Landlock ABI version (each version adds to the one before).
 _FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
+_NET_BIND_TCP, _NET_CONNECT_TCP, _NET_ABI = 1, 2, 4  # handled with no rule: no TCP at all
 
 
 def _landlock(read_paths: list[str], write_paths: list[str]) -> str:
@@ -158,10 +159,10 @@ def _landlock(read_paths: list[str], write_paths: list[str]) -> str:
     if abi < 1:
         return ""
     handled = _FS_RIGHTS_BY_ABI[max(v for v in _FS_RIGHTS_BY_ABI if v <= abi)]
-    attr = _LandlockRuleset(handled)
-    ruleset = _libc.syscall(
-        _LANDLOCK_CREATE, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), 0
-    )
+    net = _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= _NET_ABI else 0
+    attr = _LandlockRuleset(handled, net)
+    size = ctypes.sizeof(attr) if net else 8  # older kernels know the first field only
+    ruleset = _libc.syscall(_LANDLOCK_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), 0)
     if ruleset < 0:
         return ""
     read_only = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
@@ -185,7 +186,7 @@ def _landlock(read_paths: list[str], write_paths: list[str]) -> str:
             return ""
     finally:
         os.close(ruleset)
-    return f"Landlock (ABI {abi})"
+    return f"Landlock (ABI {abi}{', no TCP' if net else ''})"
 
 
 def _seccomp(pyseccomp, protocol) -> None:
@@ -412,9 +413,13 @@ def _protect(job: dict, job_dir: str, setup: dict) -> list[str]:
         held.append(f"uid {os.getuid()}")
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _set_limits(job)
-    landlock = _landlock(setup["read_paths"], [job_dir, os.devnull])
+    # Its own /proc entry only: never another process's (the grader's memory, outside bwrap).
+    readable = setup["read_paths"] + [f"/proc/{os.getpid()}"]
+    landlock = _landlock(readable, [job_dir, os.devnull])
     if landlock:
         held.append(f"{landlock}: reads the system and Python only, writes its job folder only")
+    elif setup["require_landlock"]:
+        raise RuntimeError("Landlock is required here (--sandbox landlock) and could not be set")
     _seccomp(setup["pyseccomp"], setup["protocol"])
     if not _process_refused():
         raise RuntimeError("the seccomp filter let a fork through")
@@ -636,6 +641,7 @@ def _setup(args, checks, protocol) -> dict:
         "stage_guard": getattr(checks, "stage_guard", _no_stage_guard),
         "jobs_dir": args.jobs_dir,
         "read_paths": args.read_path,
+        "require_landlock": args.require_landlock,
     }
 
 
@@ -648,6 +654,7 @@ def main() -> None:
     parser.add_argument("--unshare-net", action="store_true")
     parser.add_argument("--pid-namespace", action="store_true")
     parser.add_argument("--read-path", action="append", default=[])
+    parser.add_argument("--require-landlock", action="store_true")
     args = parser.parse_args()
     worker_protections = []
     if args.unshare_net and _libc.unshare(CLONE_NEWNET) == 0:  # outside bubblewrap, as root

@@ -186,7 +186,17 @@ _PROBE = """
 import os, sys
 sys.path[:0] = [sys.argv[1]]
 import protocol, runner
-runner._seccomp(runner._import_pyseccomp(), protocol)
+pyseccomp = runner._import_pyseccomp()
+if sys.argv[2] == "landlock":
+    outside = os.path.join(sys.argv[3], "outside")
+    open(outside, "w").write("x")
+    runner._landlock([sys.base_prefix, sys.prefix, sys.argv[1]], [os.devnull])
+    try:
+        open(outside).read()
+        sys.exit("Landlock did not hide a file")
+    except PermissionError:
+        pass
+runner._seccomp(pyseccomp, protocol)
 sys.exit(0 if runner._process_refused() else 3)
 """
 
@@ -202,7 +212,8 @@ def _probe(mode: str) -> tuple[bool, str]:
         os.chmod(scratch, 0o755)
         for source in (RUNNER, PROTOCOL):
             shutil.copy(source, scratch)
-        tail = [sys.executable, "-I", "-c", _PROBE, SANDBOX_HOME if mode == "bwrap" else scratch]
+        home = SANDBOX_HOME if mode == "bwrap" else scratch
+        tail = [sys.executable, "-I", "-c", _PROBE, home, mode, tempfile.gettempdir()]
         command = bwrap_command(scratch, scratch) + tail if mode == "bwrap" else tail
         try:
             done = subprocess.run(
@@ -253,6 +264,11 @@ def choose_sandbox(requested: str) -> tuple[str, str]:
         if not ok:
             raise SandboxUnavailable(f"--sandbox none: {reason}")
         return "none", "--sandbox none: no sandbox, for a trusted class"
+    if requested == "landlock":
+        ok, reason = _probe("landlock")
+        if not ok:
+            raise SandboxUnavailable(f"--sandbox landlock, so nothing was graded: {reason}")
+        return "landlock", ""
     ok, reason = probe_bwrap()
     if not ok:
         raise SandboxUnavailable(f"no sandbox, so nothing was graded: {reason}; {INSTALL_HINT}")
@@ -272,6 +288,13 @@ def describe_sandbox(mode: str, note: str = "") -> str:
         )
     who = fallback_drop_uid()
     who = f"as uid {who}" if who is not None else f"as the grader's uid {os.geteuid()}"
+    if mode == "landlock":
+        return (
+            "Landlock without bubblewrap (--sandbox landlock, where namespaces are refused): "
+            "the submission reads only the system, Python and the grader's folder, writes "
+            f"only its job folder, no TCP, {who}, seccomp as with bubblewrap; it shares the "
+            "host's PID and network namespaces"
+        )
     text = (
         "NO SANDBOX (--sandbox none, for a trusted class): the filesystem is not hidden "
         f"but where Landlock narrows it, {who}, own process group; "
@@ -296,7 +319,8 @@ def _install_readable_by_nobody() -> bool:
 
 def _read_paths(grader_dir: str) -> list[str]:
     """What a submission may read under Landlock: the system, Python, the grader's folder."""
-    system = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/proc", "/sys", "/dev"]
+    system = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/dev", "/proc/cpuinfo"]
+    system += ["/sys/devices/system/cpu"]
     return [p for p in system if os.path.exists(p)] + _python_paths() + [grader_dir]
 
 
@@ -425,6 +449,8 @@ class Worker:
             drop = fallback_drop_uid()
             if drop is not None:
                 command += ["--drop-uid", str(drop)]
+            if self.mode == "landlock":
+                command += ["--require-landlock"]
         home = self.grader_dir if self.mode != "bwrap" else SANDBOX_HOME
         for path in _read_paths(home):
             command += ["--read-path", path]

@@ -221,3 +221,42 @@ def test_the_kernel_watch_sees_a_cell_that_takes_the_runners_place(tmp_path):
     assert data["score"] == 0, data["output"]
     assert "seen by the grader from outside" in data["output"]
     assert "conv_transpose" in data["output"]
+
+
+def test_landlock_without_bubblewrap_hides_the_repository(tmp_path):
+    """--sandbox landlock (a container that refuses namespaces): the submission can read
+    neither the hidden cases nor the solutions, nor write the output folder."""
+    out = tmp_path / "out"
+    probe = (
+        "import os\n"
+        f"secrets = [{str(REPO_ROOT / 'autograder' / 'hidden_cases.py')!r},\n"
+        f"           {str(REPO_ROOT / 'solutions')!r}, '/proc/1/status']\n"
+        "reached = []\n"
+        "for path in secrets:\n"
+        "    try:\n"
+        "        os.listdir(path) if os.path.isdir(path) else open(path).read(10)\n"
+        "        reached.append(path)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "try:\n"
+        f"    os.makedirs({str(out / 'planted')!r})\n"
+        "    reached.append('out')\n"
+        "except OSError:\n"
+        "    pass\n"
+        "if reached:\n"
+        "    del conv_transpose1d\n"
+    )
+    release = write_release(tmp_path)
+    notebook = submission()
+    notebook["cells"].append({"cell_type": "code", "metadata": {}, "source": probe,
+                              "outputs": [], "execution_count": None})  # fmt: skip
+    write_submission(tmp_path, "prober", notebook)
+    run = grader(
+        "grade", "submitted", "--out", "out", "--release", str(release), "--sandbox",
+        "landlock", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    data = results(out, "prober")
+    assert data["score"] == FULL, data["output"]
+    assert not (out / "planted").exists()
+    assert "Landlock without bubblewrap" in data["output"]
