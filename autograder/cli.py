@@ -32,6 +32,11 @@ def _progress_bar(done: int, total: int) -> None:
 
 
 def _limits(args: argparse.Namespace) -> sandbox.Limits:
+    # A limit of 0 or less would give the whole class 0: a mistake, never a grading.
+    if not args.timeout > 0:
+        raise grading.GraderError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
+    if args.memory_mb < 64:
+        raise grading.GraderError(f"--memory-mb {args.memory_mb}: must be at least 64")
     return sandbox.Limits(timeout=args.timeout, memory_bytes=args.memory_mb << 20)
 
 

@@ -308,6 +308,8 @@ def discover(paths: Iterable[str | Path]) -> list[Submission]:
             if root.is_dir():
                 found = _walk(root)
             elif root.is_file():
+                if root.suffix != ".ipynb":  # `grade README.md` is a typo, not a grade of 0
+                    raise GraderError(f"{raw}: not a notebook (.ipynb): nothing was graded")
                 found = [_named_notebook(raw)]
             else:
                 raise GraderError(f"{printable(str(raw))}: no such file or folder")

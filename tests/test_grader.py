@@ -503,17 +503,22 @@ def test_check_is_the_public_self_check(tmp_path):
         ["grade", "submitted", "--out", "out", "--shard", "3/2"],
         ["grade", "submitted"],  # --out missing
         ["merge", "nowhere", "--out", "out"],
+        ["grade", "README.md", "--out", "out"],  # not a notebook
+        ["grade", "submitted", "--out", "out", "--timeout", "-5"],
+        ["grade", "submitted", "--out", "out", "--timeout", "0"],
     ],
 )
 def test_exit_status_when_the_grader_cannot_run(tmp_path, args):
     write_release(tmp_path)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "README.md").write_text("# not a notebook\n")
     write_submission(tmp_path, "someone", submission())
     if "--release" not in args and args[0] == "grade":
         args += ["--release", str(tmp_path / "release")]
     run = grader(*args, cwd=tmp_path)
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stderr.strip()
+    assert not (tmp_path / "out").exists()  # nothing recorded
 
 
 def test_static_scan_reports_forbidden_routes():
