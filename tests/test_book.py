@@ -6,6 +6,7 @@ error fails it). These tests then read the HTML, as a student's browser would ge
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -159,3 +160,92 @@ def test_every_page_offers_its_notebook_and_launch_buttons(built_book, repo_root
         assert "download-notebook-button" in html or f"{Path(page).name}.ipynb" in html, page
         assert "colab.research.google.com" in html, f"{page} has no Colab button"
         assert "mybinder.org" in html, f"{page} has no Binder button"
+
+
+def load_helper_generator(repo_root: Path):
+    """``book/_generate_helpers.py``, the script that writes each chapter's helper cell."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "generate_helpers", repo_root / "book" / "_generate_helpers.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_helper_cells_are_what_the_generator_makes_today(repo_root):
+    """Each chapter's folded helper cell is a copy of ``plotting.py``: edit one, rerun the
+    generator (``python book/_generate_helpers.py``), or this fails."""
+    generator = load_helper_generator(repo_root)
+    for page in toc_pages(repo_root):
+        text = (repo_root / f"{page}.md").read_text(encoding="utf-8")
+        assert generator.with_helper_cell(text) == text, (
+            f"{page}: its helper cell differs from plotting.py; run book/_generate_helpers.py"
+        )
+
+
+def test_no_page_imports_what_a_download_lacks(repo_root):
+    """A downloaded page runs with torch, numpy and matplotlib only: no repository modules."""
+    local_modules = re.compile(r"^\s*(from|import)\s+(plotting|autograder|course_checks)\b", re.M)
+    for page, code in chapter_sources(repo_root).items():
+        assert not local_modules.search(code), f"{page} imports a module of the repository"
+
+
+def test_helper_cells_define_every_helper_their_page_uses(repo_root, tmp_path):
+    """Run each page's helper cell alone, in an empty folder: it defines every name of
+    ``plotting.py`` the page's other cells use."""
+    import subprocess
+    import sys
+
+    generator = load_helper_generator(repo_root)
+    helpers = set(generator._definitions(ast.parse((repo_root / "book/plotting.py").read_text())))
+    for page in toc_pages(repo_root):
+        notebook = jupytext.read(repo_root / f"{page}.md")
+        cells = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+        helper_cells = [source for source in cells if source.startswith(generator.MARKER)]
+        rest = "\n".join(source for source in cells if not source.startswith(generator.MARKER))
+        used = sorted(helpers & set(re.findall(r"[A-Za-z_]\w*", rest)))
+        if not used:
+            assert not helper_cells, f"{page} carries helpers it does not use"
+            continue
+        assert len(helper_cells) == 1, (
+            f"{page} uses {used} but has {len(helper_cells)} helper cells"
+        )
+        probe = helper_cells[0] + f"\nmissing = [n for n in {used!r} if n not in globals()]\n"
+        probe += "assert not missing, missing\n"
+        result = subprocess.run(
+            [sys.executable, "-I", "-c", probe], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{page}: {result.stderr[-2000:]}"
+
+
+def release_graded_parts(repo_root: Path) -> dict[str, list[tuple[str, int, str]]]:
+    """Each release notebook's graded cells: grade_id, points, and "hand" for written ones."""
+    import json
+
+    parts = {}
+    for notebook_path in sorted((repo_root / "exercises").glob("*/*.ipynb")):
+        cells = json.loads(notebook_path.read_text(encoding="utf-8"))["cells"]
+        graded = []
+        for cell in cells:
+            meta = cell["metadata"].get("nbgrader", {})
+            if meta.get("grade"):
+                how = "hand" if cell["cell_type"] == "markdown" else "auto"
+                graded.append((meta["grade_id"], meta["points"], how))
+        parts[notebook_path.parent.name] = graded
+    return parts
+
+
+def test_chapter_sevens_points_are_the_release_notebooks(repo_root):
+    """Chapter 7 states each part's points as data (it runs without the repository); they
+    must be the points nbgrader reads from the released notebooks."""
+    notebook = jupytext.read(repo_root / "book" / "07_exercises.md")
+    (table_cell,) = [cell.source for cell in notebook.cells if "GRADED_PARTS = {" in cell.source]
+    namespace: dict = {}
+    exec(table_cell, namespace)
+    stated = {
+        assignment: [(gid, points, how) for gid, _, points, how in parts]
+        for assignment, parts in namespace["GRADED_PARTS"].items()
+    }
+    assert stated == release_graded_parts(repo_root)
