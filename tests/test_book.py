@@ -249,3 +249,15 @@ def test_chapter_sevens_points_are_the_release_notebooks(repo_root):
         for assignment, parts in namespace["GRADED_PARTS"].items()
     }
     assert stated == release_graded_parts(repo_root)
+
+
+def test_the_flip_is_stated_once_and_linked_from_chapters_three_and_seven(built_book):
+    """Chapter 4 holds the one boxed statement of the flip; chapters 3 and 7 link to it."""
+    chapter_four = page_html(built_book, "book/04_transposed_convolution")
+    assert chapter_four.count('id="the-flip"') == 1
+    box = chapter_four[chapter_four.index('id="the-flip"') :]
+    assert "admonition" in box[:400] and "No flip when you stamp kernels" in box[:2000]
+    for page in ("book/03_backward_pass", "book/07_exercises"):
+        assert 'href="04_transposed_convolution.html#the-flip"' in page_html(built_book, page), (
+            f"{page} does not link to the box on the flip"
+        )
