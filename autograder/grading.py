@@ -40,6 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RELEASE = REPO_ROOT / "exercises"
 MAX_OUTPUT_FILE = 256 << 20  # bytes of one case's outputs read back at most
 MAX_MESSAGE = 1500
+CELL_RAISED = "raised (the next cells still ran)"
 
 
 def _needs_a_look(finding: Any) -> bool:
@@ -817,6 +818,11 @@ class Grader:
         cells = nb.student_code(notebook, self.release.notebook(assignment))
         findings = static_scan.scan_cells(cells)
         outcome, tests, notes = self._run_job(worker, plan, cells)
+        release_nb = self.release.notebook(assignment)
+        extra["blank"] = [c.source for c in cells] == [
+            c.source for c in nb.student_code(release_nb, release_nb)
+        ]
+        extra["cell_errors"] = sum(CELL_RAISED in note for note in notes)
         output = self._header(plan, submission, sum(t["score"] for t in tests))
         if notes:
             output += "\n" + "\n".join(notes)
@@ -985,7 +991,7 @@ class Grader:
                     notes.append(f"{label} did not finish: {stopped}.")
                 if entry.get("error"):
                     notes.append(
-                        f"{label} raised (the next cells still ran):\n  "
+                        f"{label} {CELL_RAISED}:\n  "
                         + _clip(entry["error"], 800).replace("\n", "\n  ")
                     )
                 if entry.get("unsupported"):

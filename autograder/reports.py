@@ -249,6 +249,10 @@ def _reasons_to_look(row: Row, not_graded: str | None) -> list[str]:
         reasons.append("tampered with the checks")
     if "The notebook" in output and "score 0" in output:
         reasons.append("unreadable notebook")
+    if extra.get("blank"):
+        reasons.append("blank: the release as handed out")
+    if extra.get("cell_errors"):
+        reasons.append(f"{extra['cell_errors']} cell(s) raised an error")
     if extra.get("needs_a_look"):
         reasons.append("a route the kernel guard cannot watch (native code?): read the code")
     if "seen by the grader from outside" in output:

@@ -608,3 +608,26 @@ def test_same_notebook_same_score_in_every_run_and_shard(tmp_path):
     assert other.returncode == 0, other.stderr
     refused = grader("merge", "run1", "seed7", "--out", "mixed", cwd=tmp_path)
     assert refused.returncode == 2 and "differently" in refused.stderr, refused.stderr
+
+
+def test_needs_a_look_lists_cell_errors_blank_notebooks_and_timeouts(tmp_path):
+    """The summary sends a TA to the notebooks that need one, naming a cell by its first line."""
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "blank", release_notebook())
+    write_submission(tmp_path, "raises", submission(extra="import torch\ntorch.frobnicate()\n"))
+    write_submission(tmp_path, "loops", submission(extra="while True:\n    pass\n"))
+    write_submission(tmp_path, "honest", submission())
+    run = grader(
+        "grade", "submitted", "--out", "out", "--release", str(release), "--timeout", "15",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    look = summary.split("## Needs a look", 1)[1]
+    rows = {line.split("|")[1].strip(): line for line in look.splitlines() if line.count("|") > 4}
+    assert "blank" in rows.get("blank", ""), look
+    assert "raised an error" in rows.get("raises", ""), look
+    assert "timed out" in rows.get("loops", ""), look
+    assert "honest" not in rows, look
+    output = results(tmp_path / "out", "raises")["output"]
+    assert "(import torch) raised (the next cells still ran)" in output, output
