@@ -105,6 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=8)
     args = parser.parse_args()
+    # Both graders share the machine's cores: a busy machine skews the ratio, so say how busy.
+    print("load average before (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     with tempfile.TemporaryDirectory(prefix="grader_vs_nbgrader_") as scratch:
         scratch = Path(scratch)
         submitted = scratch / "submitted"
@@ -138,6 +140,7 @@ def main() -> None:
             if nbgrader_scores.get(key) is not None and abs(score - nbgrader_scores[key]) > 1e-9
         }
         print(f"scores that differ between the graders (grader, nbgrader): {differ or 'none'}")
+    print("load average after (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":
