@@ -185,6 +185,94 @@ def animate_kernel_sum(signal, kernel, *, stride: int = 1, interval_ms: int = 90
     return FuncAnimation(figure, draw, frames=input_length + 2, interval=interval_ms, repeat=False)
 
 
+def _draw_grid(ax, values, *, highlight=(), cropped=None):
+    """Draw a matrix as square cells with their values, row 0 on top; some highlighted.
+
+    ``cropped`` is a margin: cells within it of the border are drawn faded (padding's crop).
+    """
+    rows, cols = values.shape
+    for (row, col), value in np.ndenumerate(values):
+        shaded = (row, col) in highlight
+        outside = cropped is not None and not (
+            cropped <= row < rows - cropped and cropped <= col < cols - cropped
+        )
+        ax.add_patch(
+            Rectangle(
+                (col, rows - 1 - row),
+                1,
+                1,
+                facecolor="0.8" if shaded else ("0.93" if outside else "white"),
+                edgecolor="0.6" if outside else "black",
+                linewidth=2.0 if shaded else 0.8,
+            )
+        )
+        shade = "0.55" if outside else "black"
+        ax.text(
+            col + 0.5, rows - 0.5 - row, f"{value + 0.0:g}", ha="center", va="center", color=shade
+        )
+    ax.set_xlim(-0.2, cols + 0.2)
+    ax.set_ylim(-0.2, rows + 0.2)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def animate_kernel_sum_2d(signal, kernel, *, stride: int = 1, padding: int = 0, interval_ms=900):
+    """Animate a 2-d transposed convolution: each input pixel stamps its scaled kernel.
+
+    Input x (H × W), kernel κ (h × w), stride s: step (i, j) adds x[i, j]·κ with its top-left
+    corner at (s·i, s·j) of the full output, (s(H − 1) + h) × (s(W − 1) + w); padding p then
+    crops p rows and columns at every edge (the faded cells outside the dashed frame).
+    Returns a ``FuncAnimation`` of H·W + 2 frames; show it with :func:`animation_html`.
+    """
+    signal, kernel = np.asarray(signal, dtype=float), np.asarray(kernel, dtype=float)
+    (height, width), (kernel_height, kernel_width) = signal.shape, kernel.shape
+    full = (stride * (height - 1) + kernel_height, stride * (width - 1) + kernel_width)
+    steps = [(i, j) for i in range(height) for j in range(width)]
+    figure, (left, right) = plt.subplots(
+        1,
+        2,
+        figsize=(0.5 * (width + full[1]) + 1.2, 0.5 * max(height, full[0]) + 0.9),
+        dpi=72,
+        width_ratios=(width + 0.4, full[1] + 0.4),
+    )
+
+    def draw(frame: int) -> None:
+        left.clear()
+        right.clear()
+        total = np.zeros(full)
+        for i, j in steps[: min(frame, len(steps))]:
+            top, corner = stride * i, stride * j
+            total[top : top + kernel_height, corner : corner + kernel_width] += (
+                signal[i, j] * kernel
+            )
+        current = steps[frame - 1] if 1 <= frame <= len(steps) else None
+        stamp = set()
+        if current is not None:
+            top, corner = stride * current[0], stride * current[1]
+            stamp = {
+                (top + a, corner + b) for a in range(kernel_height) for b in range(kernel_width)
+            }
+        _draw_grid(left, signal, highlight={current} if current else ())
+        left.set_title("input x")
+        _draw_grid(right, total, highlight=stamp, cropped=padding if padding else None)
+        if padding:
+            kept = (full[1] - 2 * padding, full[0] - 2 * padding)
+            right.add_patch(
+                Rectangle((padding, padding), *kept, fill=False, linestyle="--", linewidth=2)
+            )
+        if current is not None:
+            i, j = current
+            right.set_title(f"step ({i}, {j}): += x[{i}, {j}]·κ at ({stride * i}, {stride * j})")
+        elif frame == 0:
+            right.set_title("start: the full output is all zeros")
+        else:
+            size = f"{full[0] - 2 * padding} × {full[1] - 2 * padding}"
+            right.set_title(f"done: padding {padding} crops to the framed {size}")
+
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.85, wspace=0.15)
+    return FuncAnimation(figure, draw, frames=len(steps) + 2, interval=interval_ms, repeat=False)
+
+
 def animation_html(animation, *, alt: str):
     """Render an animation as self-contained HTML/JS (works on a static page), with alt text.
 

@@ -261,3 +261,11 @@ def test_the_flip_is_stated_once_and_linked_from_chapters_three_and_seven(built_
         assert 'href="04_transposed_convolution.html#the-flip"' in page_html(built_book, page), (
             f"{page} does not link to the box on the flip"
         )
+
+
+def test_chapter_five_animates_a_two_dimensional_transposed_convolution(built_book):
+    """Beside the 1-d animations, one plays a 2-d one: stamps with stride 2 and padding 1."""
+    html = page_html(built_book, "book/05_stride_padding_dilation")
+    players = re.findall(r'<img alt="([^"]*)" id="_anim_img', html)
+    assert any("5 by 7 output" in alt for alt in players), "chapter 5 has no 2-d animation"
+    assert len(players) >= 2, "chapter 5 lost its 1-d animation"
