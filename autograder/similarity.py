@@ -17,6 +17,7 @@ escaped; the code is escaped too.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
 import itertools
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import copydetect.utils
 import numpy as np
 from copydetect import CodeFingerprint, compare_files
 from copydetect.utils import get_token_coverage
@@ -81,6 +83,21 @@ class SimilarityReport:
     answers: dict[str, int]  # assignment -> answers compared
     pairs_compared: int
     left_out: list[tuple[str, str]]  # (printable path, why)
+
+
+def _stable_kgram_hashes(text: str, k: int) -> np.ndarray:
+    """copydetect's ``hashed_kgrams`` with a hash that is the same in every run: Python's
+    ``hash`` of a string is salted per process, so winnowing would keep other k-grams and
+    every score would change from one run to the next."""
+    digests = (
+        hashlib.blake2b(text[at : at + k].encode("utf-8", "surrogatepass"), digest_size=8)
+        for at in range(len(text) - k + 1)
+    )
+    return np.array([int.from_bytes(d.digest(), "big", signed=True) for d in digests], np.int64)
+
+
+# copydetect looks the function up in its module at each call
+copydetect.utils.hashed_kgrams = _stable_kgram_hashes
 
 
 def _displayable(code: str) -> str:
