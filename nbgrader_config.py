@@ -27,3 +27,13 @@ c.Execute.timeout = 300
 # it still costs the cell's points.
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = r"[\s\S]*"
+
+# The gradebook's autograded scores are the CI grader's, loaded with
+# `python -m autograder import-grades grading --gradebook sqlite:///gradebook.db`
+# (autograder/gradebook.py); `nbgrader export` then totals them with formgrader's hand grades.
+# For the LMS, `nbgrader export --exporter=autograder.canvas_export.CanvasExport --to canvas.csv`
+# writes Canvas's gradebook import format; its options (the defaults shown):
+# c.CanvasExport.student_id_column = "SIS Login ID"  # or "SIS User ID": where nbgrader's id goes
+# c.CanvasExport.section = ""  # the Section column
+# c.CanvasExport.canvas_assignment_ids = {}  # {"01_conv_transpose1d": "<Canvas assignment id>"}
+# c.CanvasExport.missing_score = ""  # no submission: "" leaves Canvas's score, "0", or "EX"

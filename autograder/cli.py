@@ -121,16 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     import_grades.add_argument(
         "--course-id", help="nbgrader's course id (default: nbgrader_config.py's)"
     )
+    import_grades.add_argument(
+        "--submitted",
+        type=Path,
+        help="the folder CI graded: its notebooks go to the course's autograded/ (outputs "
+        "cleared), where formgrader shows them for the written answers",
+    )
     import_grades.add_argument("--release", type=Path, default=grading.DEFAULT_RELEASE)
-    similar = commands.add_parser(
-        "similarity", help="find similar submissions of an assignment (an HTML report)"
-    )
-    similar.add_argument("paths", nargs="+", help="submissions roots, or notebooks")
-    similar.add_argument("--out", type=Path, required=True, help="the report's folder")
-    similar.add_argument(
-        "--threshold", type=float, help="share of one side's code that flags a pair (0.5)"
-    )
-    similar.add_argument("--release", type=Path, default=grading.DEFAULT_RELEASE)
     return parser
 
 
@@ -274,12 +271,15 @@ def run_import_grades(args: argparse.Namespace) -> int:
 
     if not args.dir.is_dir():
         raise grading.GraderError(f"{args.dir}: no such folder")
+    course_id, course_root = gradebook.course_config()
     report = gradebook.import_results(
         args.dir,
         gradebook.database_url(args.gradebook),
         grading.Release(args.release),
-        course_id=args.course_id or gradebook.course_id_from_config(),
+        course_id=args.course_id or course_id,
         assignments=set(args.assignment) if args.assignment else None,
+        submitted=args.submitted,
+        autograded=course_root / "autograded" if args.submitted else None,
     )
     print(
         f"imported {len(report.imported)} submissions into {args.gradebook}; created "
@@ -288,21 +288,10 @@ def run_import_grades(args: argparse.Namespace) -> int:
     )
     for rel, why in report.not_imported:
         print(f"  not imported: {grading.printable(rel)}: {why}", file=sys.stderr)
+    for rel, why in report.not_for_formgrader:
+        print(f"  imported, not placed for formgrader: {grading.printable(rel)}: {why}")
     for student, assignment, grade_id in report.review:
         print(f"  hand grade kept, CI's score changed: {student} {assignment} {grade_id}")
-    return 0
-
-
-def run_similarity(args: argparse.Namespace) -> int:
-    from autograder import similarity
-
-    threshold = similarity.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    report = similarity.find_similar(args.paths, grading.Release(args.release), threshold)
-    path = similarity.write_report(report, args.out)
-    print(
-        f"compared {report.pairs_compared} pairs; {len(report.flagged)} share "
-        f"{threshold:.0%} or more of one side's code; report in {path}"
-    )
     return 0
 
 
@@ -317,8 +306,6 @@ def main(argv: list[str] | None = None) -> int:
             return run_new_term(args)
         if args.command == "import-grades":
             return run_import_grades(args)
-        if args.command == "similarity":
-            return run_similarity(args)
         return run_merge(args)
     except (grading.GraderError, term_module.TermError, RuntimeError) as error:
         print(f"autograder: {error}", file=sys.stderr)

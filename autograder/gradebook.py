@@ -13,6 +13,7 @@ them. A grade set by hand (``manual_score``) is never overwritten.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -23,7 +24,7 @@ from typing import Any
 from autograder import grading, reports
 from autograder import notebook as nb
 
-CONFIG_FILE = grading.REPO_ROOT / "nbgrader_config.py"
+CONFIG_FILE = Path("nbgrader_config.py")  # in the working folder, where nbgrader looks
 MAX_ID_LENGTH = 128  # nbgrader's String(128) columns for student and assignment ids
 
 
@@ -34,6 +35,7 @@ class ImportReport:
     # (student, assignment, CI's score) per submission written
     imported: list[tuple[str, str, float]] = field(default_factory=list)
     not_imported: list[tuple[str, str]] = field(default_factory=list)  # results folder, why
+    not_for_formgrader: list[tuple[str, str]] = field(default_factory=list)  # imported, no copy
     created_students: list[str] = field(default_factory=list)
     created_assignments: list[str] = field(default_factory=list)
     # (student, assignment, grade_id): a hand grade kept although CI's score changed under it
@@ -52,14 +54,18 @@ def _alembic_on_path() -> None:
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-def course_id_from_config(config_file: Path = CONFIG_FILE) -> str:
-    """``CourseDirectory.course_id`` from ``nbgrader_config.py``, loaded as nbgrader loads it."""
+def course_config(config_file: Path = CONFIG_FILE) -> tuple[str, Path]:
+    """The course id and root in ``nbgrader_config.py``, loaded as nbgrader loads it
+    (nbgrader's defaults, ``default_course`` and the file's folder, where it says nothing)."""
     from traitlets.config.loader import PyFileConfigLoader
 
     if not config_file.is_file():
-        return "default_course"  # nbgrader's own default
+        return "default_course", config_file.parent
     config = PyFileConfigLoader(config_file.name, path=str(config_file.parent)).load_config()
-    return str(config.CourseDirectory.get("course_id", "default_course"))
+    course = config.CourseDirectory
+    return str(course.get("course_id", "default_course")), Path(
+        course.get("root", config_file.parent)
+    )
 
 
 def _save_cells(db_url: str, release_notebook: Path, assignment: str) -> None:
@@ -179,6 +185,52 @@ def _write_scores(gradebook: Any, row: reports.Row, notebook_id: str, scores, re
     report.imported.append((row.student, row.assignment, sum(scores.values())))
 
 
+def _graded_notebook(row: reports.Row, submitted: Path) -> tuple[Path | None, str]:
+    """The notebook CI graded, under ``submitted``, or why it is not there any more."""
+    extra = row.results.get("extra_data") or {}
+    source = submitted / str(extra.get("notebook"))
+    try:
+        inside = source.resolve().is_relative_to(submitted.resolve())
+        data = source.read_bytes() if inside and not source.is_symlink() else None
+    except OSError:
+        data = None
+    if data is None:
+        return None, f"{source} cannot be read"
+    if hashlib.sha256(data).hexdigest() != extra.get("notebook_sha256"):
+        return None, f"{source} is not the notebook CI graded (it changed since)"
+    return source, ""
+
+
+def place_for_formgrader(gradebook: Any, row: reports.Row, submitted: Path, autograded: Path):
+    """The graded notebook, outputs cleared, where formgrader shows it for hand grading:
+    ``autograded/<student>/<assignment>/<notebook>.ipynb``; None, or why it could not.
+
+    Its ``timestamp.txt`` goes with it and into the gradebook, as nbgrader's autograde
+    does: formgrader shows a submission as graded only when the two agree.
+    """
+    import nbformat
+    from nbgrader.utils import parse_utc
+
+    source, why = _graded_notebook(row, submitted)
+    if source is None:
+        return why
+    notebook = nbformat.reads(source.read_text(encoding="utf-8"), as_version=nbformat.NO_CONVERT)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":  # the student's own outputs prove nothing
+            cell.outputs, cell.execution_count = [], None
+    release_name = gradebook.find_assignment(row.assignment).notebooks[0].name
+    target = autograded / row.student / row.assignment
+    target.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, target / f"{release_name}.ipynb")
+    stamp = source.parent / "timestamp.txt"
+    if stamp.is_file() and not stamp.is_symlink():
+        shutil.copyfile(stamp, target / "timestamp.txt")
+        submission = gradebook.find_submission(row.assignment, row.student)
+        submission.timestamp = parse_utc(stamp.read_text(encoding="utf-8").strip())
+        gradebook.db.commit()
+    return None
+
+
 def _why_not(row: reports.Row, reasons: dict[str, str], release: grading.Release) -> str | None:
     if row.rel in reasons:
         return f"not graded: {reasons[row.rel]}"
@@ -196,11 +248,15 @@ def import_results(
     *,
     course_id: str,
     assignments: set[str] | None = None,
+    submitted: Path | None = None,
+    autograded: Path | None = None,
 ) -> ImportReport:
     """Write every graded ``results.json`` under ``results_dir`` into the gradebook.
 
     Only ``assignments`` (all, when None). Each submission is committed on its own, so
     an import stopped half-way leaves whole submissions, and running it again is safe.
+    With ``submitted`` (the folder CI graded) and ``autograded``, each graded notebook is
+    placed for formgrader too (``place_for_formgrader``).
     """
     from nbgrader.api import Gradebook
 
@@ -227,4 +283,8 @@ def import_results(
                 continue
             notebook_id = release.notebooks[row.assignment].stem
             _write_scores(gradebook, row, notebook_id, scores, report)
+            if submitted is not None and autograded is not None:
+                why = place_for_formgrader(gradebook, row, submitted, autograded)
+                if why:
+                    report.not_for_formgrader.append((row.rel, why))
     return report
