@@ -128,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
         "cleared), where formgrader shows them for the written answers",
     )
     import_grades.add_argument("--release", type=Path, default=grading.DEFAULT_RELEASE)
+    similar = commands.add_parser(
+        "similarity", help="find similar submissions of an assignment (an HTML report)"
+    )
+    similar.add_argument("paths", nargs="+", help="submissions roots, or notebooks")
+    similar.add_argument("--out", type=Path, required=True, help="the report's folder")
+    similar.add_argument(
+        "--threshold", type=float, help="share of one side's code that flags a pair (0.5)"
+    )
+    similar.add_argument("--release", type=Path, default=grading.DEFAULT_RELEASE)
     return parser
 
 
@@ -295,6 +304,19 @@ def run_import_grades(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_similarity(args: argparse.Namespace) -> int:
+    from autograder import similarity
+
+    threshold = similarity.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    report = similarity.find_similar(args.paths, grading.Release(args.release), threshold)
+    path = similarity.write_report(report, args.out)
+    print(
+        f"compared {report.pairs_compared} pairs; {len(report.flagged)} share "
+        f"{threshold:.0%} or more of one side's code; report in {path}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -306,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_new_term(args)
         if args.command == "import-grades":
             return run_import_grades(args)
+        if args.command == "similarity":
+            return run_similarity(args)
         return run_merge(args)
     except (grading.GraderError, term_module.TermError, RuntimeError) as error:
         print(f"autograder: {error}", file=sys.stderr)
