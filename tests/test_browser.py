@@ -434,3 +434,139 @@ def test_chapter_screenshots_read_on_laptop_and_phone(page, site_url, chapter, s
     )
     assert not overflow["culprits"], f"cut off at a phone's right edge: {overflow['culprits']}"
     assert not overflow["wideImages"], f"images wider than a phone: {overflow['wideImages']}"
+
+
+# --- what a reader sees: captions, code, equations --------------------------------------
+
+# WCAG 2's minimum contrast for body-size text.
+MIN_CONTRAST = 4.5
+# Light strokes read paler than their colour says: captions keep at least normal weight.
+MIN_CAPTION_WEIGHT = 400
+THEMES = ["light", "dark"]
+
+
+def relative_luminance(rgb: tuple[float, float, float]) -> float:
+    """WCAG 2's relative luminance of an sRGB colour given as 0-255 channels."""
+
+    def linear(channel: float) -> float:
+        c = channel / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(foreground, background) -> float:
+    lighter, darker = sorted(map(relative_luminance, (foreground, background)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def test_contrast_ratio_matches_wcag_examples():
+    """Black on white is 21:1, a colour on itself 1:1, WCAG's #767676 on white just passes."""
+    assert contrast_ratio((0, 0, 0), (255, 255, 255)) == pytest.approx(21.0)
+    assert contrast_ratio((120, 120, 120), (120, 120, 120)) == pytest.approx(1.0)
+    assert contrast_ratio((118, 118, 118), (255, 255, 255)) == pytest.approx(4.54, abs=0.01)
+
+
+# The text colour, weight and (first opaque ancestor's) background of every caption's text.
+CAPTION_STYLES_JS = """() => {
+    const rgb = text => (text.match(/[\\d.]+/g) || []).map(Number);
+    const background = el => {
+        for (let up = el; up; up = up.parentElement) {
+            const colour = rgb(getComputedStyle(up).backgroundColor);
+            if (colour.length === 3 || colour[3] > 0) return colour.slice(0, 3);
+        }
+        return [255, 255, 255];
+    };
+    // The permalink '#' (a.headerlink) is an icon shown on hover, not caption text.
+    const texts = [...document.querySelectorAll('.bd-article figcaption, .bd-article figcaption *')]
+        .filter(el => !el.closest('.headerlink'))
+        .filter(el => [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()));
+    return texts.map(el => {
+        const style = getComputedStyle(el);
+        return {text: el.textContent.trim().slice(0, 60), colour: rgb(style.color).slice(0, 3),
+                alpha: rgb(style.color)[3] ?? 1, opacity: Number(style.opacity),
+                background: background(el), weight: Number(style.fontWeight)};
+    });
+}"""
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_captions_are_readable(page, site_url, built_book, theme):
+    captioned = [c for c in CHAPTERS if "<figcaption" in chapter_html(built_book, c)]
+    assert captioned, "no chapter has a figure caption"
+    problems = []
+    for chapter in captioned:
+        open_chapter(page, site_url, chapter)
+        page.evaluate("theme => { document.documentElement.dataset.theme = theme; }", theme)
+        for caption in page.evaluate(CAPTION_STYLES_JS):
+            ratio = contrast_ratio(caption["colour"], caption["background"])
+            if caption["alpha"] < 1 or caption["opacity"] < 1 or ratio < MIN_CONTRAST:
+                problems.append(f"{chapter}: contrast {ratio:.2f}:1 ({caption})")
+            if caption["weight"] < MIN_CAPTION_WEIGHT:
+                problems.append(f"{chapter}: font-weight {caption['weight']} ({caption['text']})")
+    assert not problems, "\n".join(problems[:8])
+
+
+# For every <pre> in the article: is every character visible, or can the block be scrolled to
+# it, and does the block stay inside the column (no ancestor cuts it off)?
+CODE_BLOCKS_JS = """() => {
+    const column = document.querySelector('.bd-article').getBoundingClientRect();
+    return [...document.querySelectorAll('.bd-article pre')].map(pre => {
+        const box = pre.getBoundingClientRect();
+        const longest = Math.max(...pre.textContent.split('\\n').map(line => line.length));
+        return {text: pre.textContent.trim().split('\\n')[0].slice(0, 60), longest,
+                input: Boolean(pre.closest('.cell_input')),
+                fits: pre.scrollWidth <= pre.clientWidth + 1,
+                scrolls: ['auto', 'scroll'].includes(getComputedStyle(pre).overflowX),
+                inColumn: box.right <= column.right + 1 && box.left >= column.left - 1};
+    });
+}"""
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_code_blocks_show_every_character(page, site_url, chapter, viewport):
+    page.set_viewport_size(viewport)
+    open_chapter(page, site_url, chapter)
+    problems = []
+    for block in page.evaluate(CODE_BLOCKS_JS):
+        if not (block["fits"] or block["scrolls"]):
+            problems.append(f"cut off, no scroll: {block['text']}")
+        if not block["inColumn"]:
+            problems.append(f"sticks out of the column: {block['text']}")
+        # On a laptop nothing of the chapters' code may hide behind a scroll bar.
+        if viewport == LAPTOP and block["input"] and not block["fits"]:
+            problems.append(f"a {block['longest']}-character line is cut: {block['text']}")
+    assert not problems, "\n".join(problems[:8])
+
+
+# Each display equation: inside the screen, and wider than its box only where it scrolls.
+DISPLAY_MATH_JS = """() => {
+    const width = document.documentElement.clientWidth;
+    const scrolls = el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+    return [...document.querySelectorAll('.bd-article div.math')].map(block => {
+        const shown = block.querySelector('mjx-container') || block;
+        const box = block.getBoundingClientRect();
+        const tex = window.MathJax ? MathJax.startup.document.getMathItemsWithin(block) : [];
+        return {tex: tex.length ? tex[0].math.trim().slice(0, 60) : block.textContent.slice(0, 60),
+                typeset: Boolean(block.querySelector('mjx-container')),
+                onScreen: box.left >= -1 && box.right <= width + 1,
+                reachable: [shown, block].every(el => el.scrollWidth <= el.clientWidth + 1 || scrolls(el))};
+    });
+}"""
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_display_math_scrolls_within_itself_on_a_phone(page, site_url, chapter):
+    page.set_viewport_size(PHONE)
+    open_chapter(page, site_url, chapter)
+    blocks = page.evaluate(DISPLAY_MATH_JS)
+    problems = [f"not typeset: {b['tex']}" for b in blocks if not b["typeset"]]
+    problems += [f"past the screen's edge: {b['tex']}" for b in blocks if not b["onScreen"]]
+    problems += [f"cut off, no scroll: {b['tex']}" for b in blocks if not b["reachable"]]
+    assert not problems, "\n".join(problems[:8])
+    page_overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert page_overflow <= 1, f"the page scrolls sideways by {page_overflow}px at 390 px"
