@@ -8,6 +8,7 @@ Screenshots of each chapter at a laptop and a phone viewport go to ``_build/scre
 
 import functools
 import http.server
+import itertools
 import os
 import re
 import threading
@@ -17,6 +18,8 @@ from urllib.parse import urlparse
 
 import nbformat
 import pytest
+import torch
+import torch.nn.functional as F
 import yaml
 
 pytestmark = [pytest.mark.browser, pytest.mark.book]
@@ -570,3 +573,151 @@ def test_display_math_scrolls_within_itself_on_a_phone(page, site_url, chapter):
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert page_overflow <= 1, f"the page scrolls sideways by {page_overflow}px at 390 px"
+
+
+# --- the conv_transpose1d explorer (book/_static/explorer.js) ----------------------------
+
+EXPLORER = ".ct-explorer[data-ready]"
+EXPLORER_PARAMETERS = ("L", "k", "s", "p", "d", "op")
+# Every small setting: input length, kernel size, stride, padding, dilation, output_padding.
+EXPLORER_GRID = list(
+    itertools.product(range(1, 6), range(1, 5), range(1, 4), range(3), range(1, 3), range(3))
+)
+
+
+@dataclass(frozen=True)
+class TransposedConvolution:
+    """torch's answer for one setting: None fields and torch's message when it refuses."""
+
+    length: int | None
+    coverage: list[int] | None
+    touches: list[list[int]] | None
+    refusal: str | None
+
+
+def torch_answer(L: int, k: int, s: int, p: int, d: int, op: int) -> TransposedConvolution:
+    """Length, taps per output (ones by ones) and outputs each input touches, from torch."""
+    options = {"stride": s, "padding": p, "dilation": d, "output_padding": op}
+    ones = torch.ones(1, 1, k, dtype=torch.float64)
+    try:
+        coverage = F.conv_transpose1d(torch.ones(1, 1, L, dtype=torch.float64), ones, **options)
+    except RuntimeError as error:
+        return TransposedConvolution(None, None, None, str(error))
+    # A batch of one-hot inputs: row i of the output is where input i's stamp lands.
+    stamps = F.conv_transpose1d(torch.eye(L, dtype=torch.float64).unsqueeze(1), ones, **options)
+    touches = [torch.nonzero(stamps[i, 0]).flatten().tolist() for i in range(L)]
+    counts = [int(c) for c in coverage.flatten().round().tolist()]
+    return TransposedConvolution(coverage.shape[-1], counts, touches, None)
+
+
+def test_torch_answer_on_the_lectures_example():
+    """L=4, k=3, s=2, p=1, op=1: the lecture's picture, counted by hand."""
+    answer = torch_answer(4, 3, 2, 1, 1, 1)
+    assert answer.length == 8
+    assert answer.coverage == [1, 2, 1, 2, 1, 2, 1, 1]
+    assert answer.touches == [[0, 1], [1, 2, 3], [3, 4, 5], [5, 6, 7]]
+    assert "output padding must be smaller" in torch_answer(3, 2, 1, 0, 1, 1).refusal
+
+
+# Set the explorer's boxes as a reader types them (an `input` event per box) and read back
+# what it shows: the length, the refusal, the taps per output and each input's outputs.
+DRIVE_EXPLORER_JS = """([selector, names, grid]) => {
+    const root = document.querySelector(selector);
+    const box = name => root.querySelector(`input[data-param="${name}"]`);
+    const shown = el => el && !el.hidden && el.offsetParent !== null;
+    return grid.map(values => {
+        names.forEach((name, i) => {
+            box(name).value = String(values[i]);
+            box(name).dispatchEvent(new Event('input', {bubbles: true}));
+        });
+        const refusal = root.querySelector('.ct-explorer-refusal');
+        const rows = [...root.querySelectorAll('.ct-explorer-map tr[data-input] th')];
+        return {
+            values,
+            length: root.querySelector('.ct-explorer-length').textContent.trim(),
+            formula: root.querySelector('.ct-explorer-formula').textContent,
+            refusal: shown(refusal) ? refusal.textContent.trim() : null,
+            coverage: [...root.querySelectorAll('.ct-explorer-coverage td[data-output]')]
+                .map(td => td.textContent.trim()),
+            touches: rows.map(th => th.textContent.trim()),
+        };
+    });
+}"""
+
+
+def shown_touches(label: str) -> list[int]:
+    """The outputs an explorer row names: 'x[2] → 3, 4, 5' or 'x[0] → nothing'."""
+    targets = label.split("→", 1)[1].strip()
+    return [] if targets == "nothing" else [int(t) for t in targets.split(",")]
+
+
+def explorer_disagreements(shown: dict) -> list[str]:
+    answer = torch_answer(*shown["values"])
+    setting = dict(zip(EXPLORER_PARAMETERS, shown["values"], strict=True))
+    if answer.refusal is not None:
+        refusal = shown["refusal"] or ""
+        says_why = ("output padding" in refusal) == ("output padding" in answer.refusal)
+        if refusal and says_why and shown["length"] == "none":
+            return []
+        return [f"{setting}: torch refuses ({answer.refusal[:70]}), the explorer shows {shown}"]
+    problems = []
+    if shown["refusal"] is not None:
+        problems.append(f"{setting}: torch accepts, the explorer refuses: {shown['refusal']}")
+    if shown["length"] != str(answer.length) or not shown["formula"].endswith(f"= {answer.length}"):
+        problems.append(f"{setting}: length {shown['length']!r}, torch {answer.length}")
+    if [int(c) for c in shown["coverage"]] != answer.coverage:
+        problems.append(f"{setting}: coverage {shown['coverage']}, torch {answer.coverage}")
+    if [shown_touches(label) for label in shown["touches"]] != answer.touches:
+        problems.append(f"{setting}: touches {shown['touches']}, torch {answer.touches}")
+    return problems
+
+
+@pytest.fixture(scope="session")
+def explorer_chapters(built_book) -> list[str]:
+    chapters = [c for c in CHAPTERS if 'class="ct-explorer"' in chapter_html(built_book, c)]
+    assert chapters, 'no chapter includes the explorer (<div class="ct-explorer">)'
+    return chapters
+
+
+def open_explorer(page, site_url: str, chapter: str) -> PageRecord:
+    record = open_chapter(page, site_url, chapter)
+    page.locator(EXPLORER).first.wait_for(state="visible")
+    return record
+
+
+def test_explorer_agrees_with_torch_on_the_whole_grid(page, site_url, explorer_chapters):
+    for chapter in explorer_chapters:
+        record = open_explorer(page, site_url, chapter)
+        shown = page.evaluate(DRIVE_EXPLORER_JS, [EXPLORER, EXPLORER_PARAMETERS, EXPLORER_GRID])
+        assert len(shown) == len(EXPLORER_GRID)
+        problems = [problem for one in shown for problem in explorer_disagreements(one)]
+        assert not problems, f"{chapter}: {len(problems)} disagreements:\n" + "\n".join(
+            problems[:6]
+        )
+        refused = sum(one["refusal"] is not None for one in shown)
+        assert 0 < refused < len(EXPLORER_GRID), "the grid must hold settings torch refuses"
+        assert not record.problems(), "\n".join(record.problems())
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_explorer_answers_what_a_reader_types(page, site_url, explorer_chapters, viewport):
+    """Typed into the boxes (at a laptop's and a phone's width), and no sideways page."""
+    page.set_viewport_size(viewport)
+    open_explorer(page, site_url, explorer_chapters[0])
+    explorer = page.locator(EXPLORER).first
+    for values in [(5, 4, 3, 2, 2, 1), (2, 2, 3, 0, 1, 3), (1, 1, 1, 2, 1, 0)]:
+        for name, value in zip(EXPLORER_PARAMETERS, values, strict=True):
+            explorer.locator(f'input[data-param="{name}"]').fill(str(value))
+        answer = torch_answer(*values)
+        length = explorer.locator(".ct-explorer-length").inner_text().strip()
+        refusal = explorer.locator(".ct-explorer-refusal")
+        if answer.refusal is None:
+            assert length == str(answer.length), values
+            assert not refusal.is_visible(), values
+        else:
+            assert length == "none", values
+            assert refusal.is_visible() and "torch refuses" in refusal.inner_text(), values
+        page_overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert page_overflow <= 1, f"{values}: the page scrolls sideways by {page_overflow}px"
