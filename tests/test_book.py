@@ -39,9 +39,9 @@ def executed_outputs(html: str) -> str:
     return re.sub(r"\s+", "", text.replace("&#8722;", "-").replace("−", "-"))
 
 
-def test_the_book_has_its_eight_chapters(built_book, repo_root):
+def test_the_book_has_its_nine_chapters(built_book, repo_root):
     pages = toc_pages(repo_root)
-    assert len(pages) == 8
+    assert len(pages) == 9
     for page in pages:
         assert (built_book / f"{page}.html").is_file(), f"{page} was not built"
 
@@ -70,8 +70,8 @@ def test_the_lectures_numbers_are_executed_outputs(built_book, page, lecture_val
         )
 
 
-@pytest.mark.parametrize("chapter", [2, 3, 4, 5, 6])
-def test_chapters_two_to_six_draw_figures_at_build_time(built_book, repo_root, chapter):
+@pytest.mark.parametrize("chapter", [2, 3, 4, 5, 6, 9])
+def test_chapters_that_teach_draw_figures_at_build_time(built_book, repo_root, chapter):
     page = toc_pages(repo_root)[chapter - 1]
     html = page_html(built_book, page)
     images = re.findall(r'<img[^>]+src="([^"]+)"[^>]*>', html)
@@ -269,3 +269,10 @@ def test_chapter_five_animates_a_two_dimensional_transposed_convolution(built_bo
     players = re.findall(r'<img alt="([^"]*)" id="_anim_img', html)
     assert any("5 by 7 output" in alt for alt in players), "chapter 5 has no 2-d animation"
     assert len(players) >= 2, "chapter 5 lost its 1-d animation"
+
+
+def test_chapter_nine_trains_its_three_decoders_at_build_time(built_book):
+    outputs = executed_outputs(page_html(built_book, "book/09_subpixel_and_trained_decoders"))
+    for kind in ("transposed", "resize-conv", "sub-pixel,ICNR"):
+        assert f"{kind}testMSE" in outputs, f"no trained {kind} decoder among the outputs"
+        assert f"{kind}flatinput:" in outputs, f"the {kind} decoder's flat-input test is missing"
