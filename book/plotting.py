@@ -73,15 +73,27 @@ def show_matrix(ax, matrix, *, title: str, xlabel: str, ylabel: str, annotate: b
 
 
 def show_counts(
-    ax, counts, *, title: str, xlabel: str = "output column", ylabel: str = "output row"
+    ax,
+    counts,
+    *,
+    title: str,
+    xlabel: str = "output column",
+    ylabel: str = "output row",
+    vmax: float | None = None,
+    label: str = "taps",
 ):
-    """Draw a coverage map: how many kernel taps reach each output pixel (darker is more)."""
+    """Draw a coverage map: how many kernel taps reach each output pixel (darker is more).
+
+    Maps that are compared must share one scale: pass them all the same ``vmax``. ``label``
+    names what is counted (taps, windows), on the colour bar.
+    """
     values = np.asarray(counts, dtype=float)
-    image = ax.imshow(values, cmap=COUNT_CMAP, vmin=0, vmax=max(values.max(), 1))
+    top = max(values.max(), 1) if vmax is None else vmax
+    image = ax.imshow(values, cmap=COUNT_CMAP, vmin=0, vmax=top)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="taps")
+    plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=label)
     return image
 
 
