@@ -276,3 +276,37 @@ def test_chapter_nine_trains_its_three_decoders_at_build_time(built_book):
     for kind in ("transposed", "resize-conv", "sub-pixel,ICNR"):
         assert f"{kind}testMSE" in outputs, f"no trained {kind} decoder among the outputs"
         assert f"{kind}flatinput:" in outputs, f"the {kind} decoder's flat-input test is missing"
+
+
+def release_notebook_text(repo_root: Path) -> dict[str, str]:
+    """Each release notebook's Markdown, joined, by file name."""
+    import json
+
+    texts = {}
+    for notebook_path in sorted((repo_root / "exercises").glob("*/*.ipynb")):
+        cells = json.loads(notebook_path.read_text(encoding="utf-8"))["cells"]
+        markdown = ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown"]
+        texts[notebook_path.name] = " ".join(" ".join(markdown).split())
+    return texts
+
+
+def test_chapters_one_and_seven_tell_the_notebooks_story_of_checking_and_submitting(repo_root):
+    """A student has the notebook and course_checks.py, not the repository: the book gives
+    only commands that work there, and the same routes to submit as the notebooks."""
+    pages = {
+        page: (repo_root / f"{page}.md").read_text(encoding="utf-8")
+        for page in ("book/01_why_grow_the_signal", "book/07_exercises")
+    }
+    for page, text in pages.items():
+        assert "python -m autograder" not in text, f"{page} needs the repository"
+        assert "requirements.txt" not in text, f"{page} names a file students do not have"
+        assert "python course_checks.py" in text, f"{page} lacks the student's self-check"
+    routes = ("nbgrader's Assignments tab", "pull request to the course's grading repository")
+    for name, text in release_notebook_text(repo_root).items():
+        self_check = f"python course_checks.py {name}"
+        assert self_check in text, f"{name} no longer says {self_check!r}: update chapter 7"
+        for route in routes:
+            assert route in text, f"{name} no longer offers {route!r}: update chapter 7"
+    chapter_seven = " ".join(pages["book/07_exercises"].split())
+    for route in routes:
+        assert route in chapter_seven, f"chapter 7 does not offer {route!r}"
