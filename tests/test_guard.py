@@ -81,7 +81,7 @@ def _assert_refused(case, implementation, *, refusals=(cc.ForbiddenKernelError,)
     actual, verdict = _outcome(case, implementation)
     assert isinstance(actual, refusals), f"not refused: {actual!r} ({verdict.message})"
     assert not verdict.passed, verdict.message
-    assert STOLEN == [], f"torch computed {STOLEN} for the submission, unguarded"
+    assert STOLEN == [], f"torch computed {STOLEN} for the submission, unguarded: {actual}"
     return actual
 
 
@@ -209,6 +209,25 @@ def destroyed_kernels_transpose1d(input, weight, bias=None, **kwargs):
     return out
 
 
+def reset_kernels_transpose1d(input, weight, bias=None, **kwargs):
+    """Reach the guard's registrations through the frames (no gc), reset their C++ handles,
+    and bypass the mode without any call: torch's kernel would then run."""
+    frame, guard = sys._getframe(), None
+    while frame is not None and guard is None:
+        guard = frame.f_locals.get("guard")
+        frame = frame.f_back
+    if guard is None:  # without the guard: nothing to take off
+        libraries = []
+    elif hasattr(guard, "_library"):
+        libraries = [guard._library]
+    else:
+        libraries = type(guard).__init__.__globals__["_LAYER"].libraries
+    for library in libraries:
+        library.m.reset()
+    with torch._C._DisableTorchDispatch():
+        return _steal("conv_transpose1d", CONV_TRANSPOSE1D, input, weight, bias, **kwargs)
+
+
 def _bilinear_by_decomposition(input, size):
     from torch._decomp import decompositions
 
@@ -264,6 +283,7 @@ def unhooked_thread_interpolate(input, size=None, scale_factor=None, mode="neare
     [
         (popped_mode_transpose2d, "ct2d_stride"),
         (destroyed_kernels_transpose1d, "ct1d_stride"),
+        (reset_kernels_transpose1d, "ct1d_stride"),
         (hook_removed_interpolate, "interp_bilinear_size"),
         (thread_interpolate, "interp_bilinear_size"),
         (unhooked_thread_interpolate, "interp_bilinear_size"),
@@ -625,7 +645,7 @@ def test_a_stage_reports_student_code_that_runs_after_its_call():
         while "refused" not in box and "stolen" not in box:
             threading.Event().wait(0.01)
     assert "refused" in box and STOLEN == []
-    assert any("conv_transpose1d" in name for name in record.outside_calls)
+    assert any("transposed=True" in name for name in record.outside_calls), record
 
 
 def test_a_clean_stage_exits_quietly_and_leaves_torch_as_it_was():

@@ -1191,6 +1191,14 @@ _CHECKED_OPS = ("aten::_convolution", "aten::convolution_backward")
 _override_targets: list[tuple[str, str]] = []
 
 
+def _shown_name(name: str, key: str) -> str:
+    """The name a refusal gives: ``conv_transpose*d``'s implicit kernel is refused before it
+    lowers, so it also names what it lowers to (``convolution`` with ``transposed=True``)."""
+    if key == "CompositeImplicitAutograd" and name.split("::")[-1].startswith("conv_transpose"):
+        return f"{name} = aten::convolution(transposed=True)"
+    return name
+
+
 def _kernel_override_targets() -> list[tuple[str, str]]:
     """The ``(op, dispatch key)`` pairs the guard's process-wide layer replaces while armed:
     every forbidden op of every namespace at every key where it has a kernel, and the two
@@ -1233,29 +1241,37 @@ _AUTOGRAD_GRAD_CODE = torch.autograd.grad.__code__
 _OPS_CALL = torch._ops.OpOverload.__call__.__code__
 
 
+# What each tampering call would take off, for the message a TA reads.
+_HOOK = "the guard's watch on torch's Python upsample/interpolate/grid_sampler decompositions"
+_MODE = "the guard's dispatch mode"
+_KERNELS = "the guard's kernels in place of torch's forbidden ones"
+_SEARCH = "(a search for the guard's objects)"
+
+
 def _tamper_builtins() -> dict[Any, str]:
-    """C functions that take a layer of the guard off, or find its objects, by name."""
+    """C functions that take a layer of the guard off, or find its objects: their names."""
     import _thread
     import gc
 
     found = {
-        sys.setprofile: "sys.setprofile",
-        _thread.start_new_thread: "_thread.start_new_thread",
-        gc.get_objects: "gc.get_objects",
-        gc.get_referrers: "gc.get_referrers",
-        gc.get_referents: "gc.get_referents",
+        torch._C._DispatchModule.reset.__func__: ("torch.library's reset", _KERNELS),
+        sys.setprofile: ("sys.setprofile", _HOOK),
+        _thread.start_new_thread: ("_thread.start_new_thread", _HOOK),
+        gc.get_objects: ("gc.get_objects", _SEARCH),
+        gc.get_referrers: ("gc.get_referrers", _SEARCH),
+        gc.get_referents: ("gc.get_referents", _SEARCH),
     }
-    for name in (
-        "_pop_torch_dispatch_stack",
-        "_set_dispatch_mode",
-        "_unset_dispatch_mode",
-        "_dispatch_library",
-        "_dispatch_tls_set_dispatch_key_excluded",
-        "_dispatch_tls_set_dispatch_key_included",
+    for name, what in (
+        ("_pop_torch_dispatch_stack", _MODE),
+        ("_set_dispatch_mode", _MODE),
+        ("_unset_dispatch_mode", _MODE),
+        ("_dispatch_tls_set_dispatch_key_excluded", _MODE),
+        ("_dispatch_tls_set_dispatch_key_included", _MODE),
+        ("_dispatch_library", _KERNELS),
     ):
         if hasattr(torch._C, name):
-            found[getattr(torch._C, name)] = f"torch._C.{name}"
-    return found
+            found[getattr(torch._C, name)] = (f"torch._C.{name}", what)
+    return {function: _tamper_text(*named) for function, named in found.items()}
 
 
 def _tamper_codes() -> dict[Any, str]:
@@ -1267,18 +1283,27 @@ def _tamper_codes() -> dict[Any, str]:
     from torch.utils import _python_dispatch
 
     functions = {
-        "torch.library.Library": torch.library.Library.__init__,
-        "torch.library.Library._destroy": torch.library.Library._destroy,
-        "torch.library.Library.impl": torch.library.Library.impl,
-        "torch.utils._python_dispatch._pop_mode": _python_dispatch._pop_mode,
-        "_pop_mode_temporarily": _python_dispatch._pop_mode_temporarily,
-        "_disable_current_modes": _python_dispatch._disable_current_modes,
-        "threading.setprofile": threading.setprofile,
-        "importlib.reload": importlib.reload,
-        "ctypes.CDLL": ctypes.CDLL.__init__,
-        "torch.ops.load_library": torch._ops._Ops.load_library,
+        "torch.library.Library": (torch.library.Library.__init__, _KERNELS),
+        "torch.library.Library._destroy": (torch.library.Library._destroy, _KERNELS),
+        "torch.library.Library.impl": (torch.library.Library.impl, _KERNELS),
+        "_pop_mode": (_python_dispatch._pop_mode, _MODE),
+        "_pop_mode_temporarily": (_python_dispatch._pop_mode_temporarily, _MODE),
+        "_disable_current_modes": (_python_dispatch._disable_current_modes, _MODE),
+        "threading.setprofile": (threading.setprofile, _HOOK),
+        "importlib.reload": (importlib.reload, _HOOK),
+        "ctypes.CDLL": (ctypes.CDLL.__init__, _KERNELS),
+        "torch.ops.load_library": (torch._ops._Ops.load_library, _KERNELS),
     }
-    return {_unwrapped(f).__code__: name for name, f in functions.items()}
+    return {
+        _unwrapped(function).__code__: _tamper_text(name, what)
+        for name, (function, what) in functions.items()
+    }
+
+
+def _tamper_text(name: str, what: str) -> str:
+    if what == _SEARCH:
+        return f"{name} {what}"
+    return f"{name}, which takes off {what},"
 
 
 def _unwrapped(function: Any) -> Any:
@@ -1349,6 +1374,12 @@ class _ProcessLayer:
     Each layer checks the others while a graded call runs: the mode checks the hook at every
     op and probes the kernels every 1024 ops; the checked kernels check that the mode is in
     place. Everything reached is noted in ``record`` and in every watching guard.
+
+    What in-process code can still undo: native code (``ctypes``, a compiled extension) can
+    call libtorch's kernels directly or take the hook off unseen (the static scan marks it
+    "needs a look"); Python that reaches the guard's objects through a traceback's frames
+    can rewrite their attributes (its record, its tables) with no call for the hook to see.
+    Neither computes a forbidden op through the dispatcher while the kernels are in place.
     """
 
     def __init__(self) -> None:
@@ -1385,7 +1416,7 @@ class _ProcessLayer:
 
     # --- the kernels --------------------------------------------------------------------
 
-    def _kernel_for(self, name: str) -> Callable[..., Any]:
+    def _kernel_for(self, name: str, key: str) -> Callable[..., Any]:
         if name == "aten::_convolution":
             original = torch.ops.aten._convolution.default
             explicit = torch._C.DispatchKey.CompositeExplicitAutograd
@@ -1407,8 +1438,10 @@ class _ProcessLayer:
 
             return convolution_backward_kernel
 
+        shown = _shown_name(name, key)
+
         def refusing_kernel(*args, **kwargs):
-            self.refuse(name)
+            self.refuse(shown)
 
         return refusing_kernel
 
@@ -1480,7 +1513,10 @@ class _ProcessLayer:
         self.refuse(f"({name} during a graded stage)")
 
     def _legitimate(self, frame: Any, what: Any, ident: int) -> bool:
-        """A guard leaving its own mode; a ``threading.Thread`` that gets the hook."""
+        """A guard leaving its own mode; a ``threading.Thread`` that gets the hook; the
+        garbage collector finalizing a library that is not one of the armed layer's."""
+        if frame.f_code is _DEL_LIBRARY_CODE:
+            return all(frame.f_locals.get("m") is not library.m for library in self.libraries)
         if what is getattr(torch._C, "_pop_torch_dispatch_stack", None):
             what, frame = frame.f_code, frame  # legitimate only as _pop_mode's own call
         if what is _POP_MODE_CODE:
@@ -1528,7 +1564,7 @@ class _ProcessLayer:
                     namespace, overload = name.split("::", 1)
                     if namespace not in libraries:
                         libraries[namespace] = torch.library.Library(namespace, "IMPL")
-                    libraries[namespace].impl(overload, self._kernel_for(name), key)
+                    libraries[namespace].impl(overload, self._kernel_for(name, key), key)
             self.libraries = list(libraries.values())
             self.record, self.outside_calls = [], []
             self._previous_profiles = (_GETPROFILE(), self._threading.getprofile())
@@ -1549,6 +1585,7 @@ class _ProcessLayer:
             for library in self.libraries:
                 with contextlib.suppress(Exception):  # already destroyed by a submission
                     library._destroy()
+            _run_finalizers(self.libraries)
             self.libraries = []
         finally:
             self.quiet_thread = None
@@ -1600,6 +1637,19 @@ def _instance_dict(value: Any) -> dict[str, Any]:
         return {}
 
 
+def _run_finalizers(libraries: list[Any]) -> None:
+    """Run torch's finalizers of the guard's retired libraries now, quietly: run by the
+    garbage collector later, in a graded call, they would look like tampering."""
+    import weakref
+
+    retired = {id(library) for library in libraries}
+    for finalizer in list(weakref.finalize._registry):
+        target = finalizer.peek()
+        if target is not None and id(target[0]) in retired:
+            finalizer()
+
+
+_DEL_LIBRARY_CODE = torch.library._del_library.__code__
 _LAYER = _ProcessLayer()
 
 
