@@ -585,6 +585,30 @@ class CaseResult:
     message: str
     diagnosis: str | None = None
     kernel: str | None = None
+    hidden: bool = False  # a hidden case: its call is shown only once the grades are out
+
+
+#: Where a test's hidden cases go in its results.json entry: its ``extra_data``, which
+#: Gradescope stores and never shows a student (``gradescope.py`` publishes them later).
+HIDDEN_CASES_KEY = "hidden_cases"
+
+
+def _case_line(result: CaseResult) -> str:
+    """One case's line in a test's output: verdict, call, message and likely bug."""
+    mark = "passed" if result.passed else "FAILED"
+    message = result.message
+    if not message.startswith(result.description):
+        message = f"{result.description}: {message}"
+    if result.diagnosis and not result.passed and result.diagnosis not in message:
+        message += f"\n  likely bug: {result.diagnosis}"
+    return f"[{mark}] " + message.replace("\n", "\n    ")
+
+
+def _hidden_case_line(number: int, count: int, result: CaseResult) -> str:
+    """A hidden case as a student may see it before the grades are out: its verdict only
+    (its call, shapes and message would tell the parameters the term's seed drew)."""
+    mark = "passed" if result.passed else "FAILED"
+    return f"[{mark}] hidden case {number} of {count} (its call is shown when grades are published)"
 
 
 def _student_exception(type_name: Any, message: Any) -> Exception:
@@ -953,15 +977,22 @@ class Grader:
         return "\n".join(lines)
 
     def _test_json(self, test, passed, lines, case_results) -> dict[str, Any]:
+        """A test's entry: ``output`` holds no hidden case's call (``lines`` come without
+        them), so the entry is ``visible``; the hidden calls stay in its ``extra_data``."""
         title = _test_title(test)
         header = [title] if title else []
-        return {
+        entry = {
             "name": test.grade_id,
             "score": test.points if passed else 0,
             "max_score": test.points,
             "status": "passed" if passed else "failed",
             "output": "\n".join(header + lines),
+            "visibility": "visible",
         }
+        hidden = [_case_line(r) for r in case_results if r.hidden]
+        if hidden:
+            entry["extra_data"] = {HIDDEN_CASES_KEY: hidden}
+        return entry
 
     def _collect(self, plan: Plan, job_dir: Path, outcome: sandbox.JobOutcome):
         notes = []
@@ -1019,6 +1050,7 @@ class Grader:
             status = _read_json(job_dir / protocol.case_status_file(index))
             outputs, read_error = _read_tensors(job_dir / protocol.case_outputs_file(index))
             result = judge_case(self.checks, item, status, outputs, read_error, tampered, stopped)
+            result.hidden = item.origin == "hidden"
             by_test.setdefault(item.case.grade_id, []).append(result)
         tests = []
         for test in plan.tests:
@@ -1028,14 +1060,14 @@ class Grader:
                 lines.append(plan.setup_errors[test.grade_id])
             passed = bool(results) and all(r.passed for r in results)
             passed = passed and test.grade_id not in plan.setup_errors
+            hidden_count = sum(r.hidden for r in results)
+            hidden_seen = 0
             for result in results:
-                mark = "passed" if result.passed else "FAILED"
-                message = result.message
-                if not message.startswith(result.description):
-                    message = f"{result.description}: {message}"
-                if result.diagnosis and not result.passed and result.diagnosis not in message:
-                    message += f"\n  likely bug: {result.diagnosis}"
-                lines.append(f"[{mark}] " + message.replace("\n", "\n    "))
+                if result.hidden:
+                    hidden_seen += 1
+                    lines.append(_hidden_case_line(hidden_seen, hidden_count, result))
+                else:
+                    lines.append(_case_line(result))
             tests.append(self._test_json(test, passed, lines, results))
         return tests, notes
 
