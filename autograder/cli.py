@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge", help="join the outputs of several shards")
     merge.add_argument("dirs", nargs="+", type=Path)
     merge.add_argument("--out", type=Path, required=True)
+    gradescope = commands.add_parser(
+        "gradescope", help="build Gradescope's autograder zip (setup.sh, run_autograder, grader)"
+    )
+    gradescope.add_argument("--out", type=Path, default=Path("autograder.zip"))
+    gradescope.add_argument("--release", type=Path, default=grading.DEFAULT_RELEASE)
     import_grades = commands.add_parser(
         "import-grades", help="write the CI grader's scores into nbgrader's gradebook"
     )
@@ -275,6 +280,18 @@ def run_new_term(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_gradescope(args: argparse.Namespace) -> int:
+    from autograder import gradescope
+
+    names = gradescope.build_bundle(args.out, args.release)
+    print(
+        f"wrote {args.out} ({len(names)} files: the grader, its hidden cases and the term's "
+        "seeds, the release's notebooks): upload it as the assignment's autograder, never "
+        "to students"
+    )
+    return 0
+
+
 def run_import_grades(args: argparse.Namespace) -> int:
     from autograder import gradebook
 
@@ -326,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_check(args)
         if args.command == "new-term":
             return run_new_term(args)
+        if args.command == "gradescope":
+            return run_gradescope(args)
         if args.command == "import-grades":
             return run_import_grades(args)
         if args.command == "similarity":
