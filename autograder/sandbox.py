@@ -148,7 +148,11 @@ def bwrap_command(grader_dir: str, jobs_dir: str) -> list[str]:
     # alone, read-only) for its CPU detection.
     command += ["--dev", "/dev", "--dir", "/proc"]
     command += ["--ro-bind-try", "/proc/cpuinfo", "/proc/cpuinfo"]
-    made: set[str] = set()
+    if python_under_tmp():
+        # /tmp must then hold the Python install: a tmpfs of the worker's, which Landlock
+        # (then required) keeps a submission from writing.
+        command += ["--perms", "0755", "--tmpfs", "/tmp"]
+    made: set[str] = {"/tmp"} if python_under_tmp() else set()
     for path in _python_paths():
         # Folders bubblewrap makes for a bind are root's 0700 otherwise: nobody could not
         # pass them (/root/.pyenv, /work/...).
@@ -160,9 +164,16 @@ def bwrap_command(grader_dir: str, jobs_dir: str) -> list[str]:
     command += ["--ro-bind", grader_dir, SANDBOX_HOME, "--bind", jobs_dir, SANDBOX_JOBS]
     # /tmp is the current job's working folder (new for every job); /dev/shm is read-only.
     work = f"{SANDBOX_JOBS}/{JOB_FOLDER}/{protocol.WORK_FOLDER}"
-    command += ["--symlink", work, "/tmp", "--tmpfs", "/dev/shm", "--remount-ro", "/dev/shm"]
+    if not python_under_tmp():
+        command += ["--symlink", work, "/tmp"]
+    command += ["--tmpfs", "/dev/shm", "--remount-ro", "/dev/shm"]
     command += ["--chdir", SANDBOX_JOBS, "--"]
     return command
+
+
+def python_under_tmp() -> bool:
+    """Whether the Python install or the venv lies under /tmp (a CI clone there)."""
+    return any(path == "/tmp" or path.startswith("/tmp/") for path in _python_paths())
 
 
 def _runner_args(home: str, jobs: str, fd: int) -> list[str]:
@@ -265,6 +276,11 @@ def choose_sandbox(requested: str) -> tuple[str, str]:
             raise SandboxUnavailable(f"--sandbox none: {reason}")
         return "none", "--sandbox none: no sandbox, for a trusted class"
     if requested == "landlock":
+        if os.geteuid() == 0 and fallback_drop_uid() is None:
+            raise SandboxUnavailable(
+                "--sandbox landlock, so nothing was graded: the grader is root and nobody "
+                "cannot read the Python install, so a submission would run as root"
+            )
         ok, reason = _probe("landlock")
         if not ok:
             raise SandboxUnavailable(f"--sandbox landlock, so nothing was graded: {reason}")
@@ -444,6 +460,8 @@ class Worker:
             command += _runner_args(SANDBOX_HOME, SANDBOX_JOBS, fd) + ["--pid-namespace"]
             if os.geteuid() == 0:
                 command += ["--drop-uid", str(NOBODY)]
+            if python_under_tmp():
+                command += ["--require-landlock"]
         else:
             command = _runner_args(self.grader_dir, self.slot_dir, fd) + ["--unshare-net"]
             drop = fallback_drop_uid()

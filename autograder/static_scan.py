@@ -51,6 +51,11 @@ NEEDS_REVIEW: dict[str, str] = {
     "load_library": "a native library loaded into torch (native code past the guard)",
     "_thread": "raw threads (the guard's hook does not follow them)",
     "pythonapi": "CPython's C API through ctypes (can take the guard's hooks off)",
+    # What a cell needs to play the runner's part (say cells-done, take the cases' pipe):
+    "recv_fds": "file descriptors taken from a socket (the grader's channel for the cases?)",
+    "socket": "a socket (the grader's channel for the cases?)",
+    "fcntl": "raw file-descriptor control (the grader's pipes?)",
+    "fstat": "raw file descriptors (the grader's pipes?)",
 }
 
 #: Names the student is asked to define: a function of that name is their own, not torch's.

@@ -226,6 +226,13 @@ def test_the_kernel_watch_sees_a_cell_that_takes_the_runners_place(tmp_path):
 def test_landlock_without_bubblewrap_hides_the_repository(tmp_path):
     """--sandbox landlock (a container that refuses namespaces): the submission can read
     neither the hidden cases nor the solutions, nor write the output folder."""
+    from autograder import sandbox
+
+    if os.geteuid() == 0 and sandbox.fallback_drop_uid() is None:
+        import pytest
+
+        # The grader refuses this mode then (a submission would run as root): tested below.
+        pytest.skip("nobody cannot read this Python install (tests/test_gradescope.py copies it)")
     out = tmp_path / "out"
     probe = (
         "import os\n"
@@ -260,3 +267,21 @@ def test_landlock_without_bubblewrap_hides_the_repository(tmp_path):
     assert data["score"] == FULL, data["output"]
     assert not (out / "planted").exists()
     assert "Landlock without bubblewrap" in data["output"]
+
+
+def test_landlock_refuses_to_run_a_submission_as_root(tmp_path):
+    """As root, where nobody cannot read the Python install, --sandbox landlock grades nothing."""
+    from autograder import sandbox
+
+    if os.geteuid() != 0 or sandbox.fallback_drop_uid() is not None:
+        import pytest
+
+        pytest.skip("this machine's Python is readable by nobody: the mode runs as nobody")
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "someone", submission())
+    run = grader(
+        "grade", "submitted", "--out", "out", "--release", str(release), "--sandbox",
+        "landlock", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2 and "would run as root" in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
