@@ -151,7 +151,7 @@ def bwrap_command(grader_dir: str, jobs_dir: str) -> list[str]:
     if python_under_tmp():
         # /tmp must then hold the Python install: a tmpfs of the worker's, which Landlock
         # (then required) keeps a submission from writing.
-        command += ["--perms", "0755", "--tmpfs", "/tmp"]
+        command += ["--perms", "1777", "--tmpfs", "/tmp"]
     made: set[str] = {"/tmp"} if python_under_tmp() else set()
     for path in _python_paths():
         # Folders bubblewrap makes for a bind are root's 0700 otherwise: nobody could not
