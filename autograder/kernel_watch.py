@@ -35,6 +35,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -45,9 +46,10 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -437,6 +439,22 @@ def _alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
+def _teardown_lock(name: str) -> str:
+    """The lock a detached teardown holds while it removes instance ``name``."""
+    return os.path.join(tempfile.gettempdir(), f"{name.replace('_', '-')}.teardown-lock")
+
+
+def _being_torn_down(name: str) -> bool:
+    try:
+        with open(_teardown_lock(name)) as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # held: its teardown is under way
+    return False
+
+
 def remove_stale(root: str | None = None) -> list[str]:
     """Remove the instances and probe groups of watches whose grader died (names carry its PID)."""
     root = root or tracefs_root()
@@ -446,7 +464,8 @@ def remove_stale(root: str | None = None) -> list[str]:
 
     def stale(name: str) -> bool:
         found = owner.match(name)
-        return bool(found) and not _alive(int(found.group(1)))
+        alive = bool(found) and _alive(int(found.group(1)))
+        return bool(found) and not alive and not _being_torn_down(name)
 
     stale_events: dict[str, list[str]] = {}
     with open(os.path.join(root, "uprobe_events")) as definitions:
@@ -502,8 +521,10 @@ class KernelWatch:
         *,
         buffer_kb: int | None = None,
         drain_every: float | None = 0.25,
+        select: Callable[[WatchedFunction], bool] | None = None,
     ) -> None:
         self.library = os.path.realpath(library or torch_library())
+        self.select = select  # which forbidden functions get a probe (default: all)
         self.buffer_kb = buffer_kb or max(256, 16384 // (os.cpu_count() or 1))
         # A thread empties the buffer this often, so that other users of libtorch (the
         # grader's own references) cannot fill it between two calls of hits().
@@ -541,7 +562,8 @@ class KernelWatch:
         assert root is not None  # probe() found it
         began = time.perf_counter()
         remove_stale(root)
-        self.functions = forbidden_functions(self.library)
+        self.functions = [f for f in forbidden_functions(self.library)
+                          if self.select is None or self.select(f)]  # fmt: skip
         self.setup_seconds["symbols"] = time.perf_counter() - began
         self._instance = _TraceInstance(root, f"{PREFIX}-{os.getpid()}-{secrets.token_hex(4)}")
         atexit.register(self.close)
@@ -580,8 +602,13 @@ class KernelWatch:
                     self.problems.append(f"reading the trace failed: {error}")
                     return
 
-    def close(self) -> list[str]:
-        """Disable and remove everything this watch set up; returns what could not be removed."""
+    def close(self, *, detach: bool = False) -> list[str]:
+        """Disable and remove everything this watch set up; returns what could not be removed.
+
+        Removing a probe waits for the kernel to synchronise (~50 ms each here): with
+        ``detach``, a process of its own does it after the grader has stopped reading, under
+        a lock that keeps the next grader's ``remove_stale`` off it, and this returns at once.
+        """
         self._stop.set()
         if self._drainer is not None and self._drainer is not threading.current_thread():
             self._drainer.join()
@@ -593,6 +620,8 @@ class KernelWatch:
             return []
         instance, self._instance = self._instance, None
         atexit.unregister(self.close)
+        if detach:
+            return _detach_removal(instance)
         return instance.remove()
 
     def hits(self, pids: Iterable[int]) -> list[str]:
@@ -647,6 +676,27 @@ class KernelWatch:
             self.problems.append(f"unreadable trace line: {line!r}")
 
 
+def _detach_removal(instance: _TraceInstance) -> list[str]:
+    """Hand the instance's removal to a new process (holding the teardown lock)."""
+    lock = open(_teardown_lock(instance.name), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command = [sys.executable, "-I", __file__, "--remove", instance.root, instance.name]
+        subprocess.Popen(
+            command + instance.defined,
+            pass_fds=[lock.fileno()],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError as error:  # no process to hand it to: remove it here
+        lock.close()
+        return instance.remove() + [f"detached removal failed ({error})"]
+    lock.close()  # the child's inherited descriptor keeps the lock until it is done
+    return []
+
+
 def _tgid(field_text: str, tid: int) -> int | None:
     """The process of a thread: the trace's record-tgid column, else /proc while it lives."""
     if field_text.isdigit():
@@ -656,3 +706,10 @@ def _tgid(field_text: str, tid: int) -> int | None:
             if line.startswith("Tgid:"):
                 return int(line.split()[1])
     return None
+
+
+if __name__ == "__main__":  # a detached teardown: --remove ROOT NAME EVENT...
+    if len(sys.argv) >= 4 and sys.argv[1] == "--remove":
+        _remove_instance(sys.argv[2], sys.argv[3], sys.argv[4:])
+        with contextlib.suppress(OSError):
+            os.unlink(_teardown_lock(sys.argv[3]))
