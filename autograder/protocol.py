@@ -31,12 +31,14 @@ STDERR_FILE = "stderr.txt"
 WORK_FOLDER = "work"  # the submission's working directory, /tmp and $HOME
 
 
-def case_status_file(index: int) -> str:
-    return f"case_{index}.json"
+#: One JSON line per case event, appended as it happens: {"case": i, "state": "started"},
+#: then {"case": i, "state": "finished", ...}; the last line of a case is its status.
+CASES_LOG = "cases.jsonl"
 
 
-def case_outputs_file(index: int) -> str:
-    return f"case_{index}.safetensors"
+def outputs_file(group: int) -> str:
+    """The outputs of one test's cases (written when its last case ends), keys "<i>/<name>"."""
+    return f"outputs_{group}.safetensors"
 
 
 #: What the submission's process says on its status pipe before any student code runs

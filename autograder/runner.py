@@ -319,14 +319,16 @@ def _run_cells(cells: list[dict], shell, report_path: str) -> list[dict]:
 # --------------------------------------------------------------------------- the cases
 
 
-def _run_case(index: int, spec: dict, inputs_all: dict, namespace: dict, setup: dict) -> None:
-    job_dir, protocol = setup["job_dir"], setup["protocol"]
-    status_path = os.path.join(job_dir, protocol.case_status_file(index))
-    _write_json(status_path, {"state": "started"})
+def _run_case(index: int, spec: dict, inputs_all: dict, namespace: dict, setup: dict):
+    """One graded call: its status line, and its outputs (returned, saved per test)."""
+    log = setup["cases_log"]
+    log.write(json.dumps({"case": index, "state": "started"}) + "\n")
+    log.flush()  # the grader then knows which case was running if the process dies
     case = setup["case_from_json"](spec)
     prefix = f"{index}/"
     inputs = {k[len(prefix) :]: v for k, v in inputs_all.items() if k.startswith(prefix)}
-    status = {"state": "finished", "error": None, "kernel": None, "others": {}}
+    status = {"case": index, "state": "finished", "error": None, "kernel": None, "others": {}}
+    tensors = {}
     start = time.perf_counter()
     if case.target not in namespace:
         status.update(error=f"your notebook does not define `{case.target}`")
@@ -336,14 +338,10 @@ def _run_case(index: int, spec: dict, inputs_all: dict, namespace: dict, setup: 
             outputs = setup["run_student"](case, namespace[case.target], inputs)
             if type(outputs) is not dict:
                 raise TypeError(f"run_student returned a {type(outputs).__name__}")
-            # Exporting runs torch code the student may have patched: keep the guard
-            # armed, so a forbidden kernel cannot slip into the outputs at this point.
-            with setup["guard_class"]().watching():
-                tensors, others = setup["export_outputs"](outputs)
-                setup["save_file"](
-                    tensors, os.path.join(job_dir, protocol.case_outputs_file(index))
-                )
-            status["others"] = others
+            # Exporting may run torch code the student patched: the stage guard's
+            # process-wide layer is armed here too, and a forbidden kernel reached
+            # outside a graded call grades no case at all.
+            tensors, status["others"] = setup["export_outputs"](outputs)
         except setup["forbidden_error"] as error:
             status["kernel"] = str(getattr(error, "kernel", "?"))
             status["error"] = str(error)[:1000]
@@ -352,7 +350,30 @@ def _run_case(index: int, spec: dict, inputs_all: dict, namespace: dict, setup: 
             status["error_type"] = type(error).__name__
             status["traceback"] = _short_traceback(error)
     status["seconds"] = time.perf_counter() - start
-    _write_json(status_path, status)
+    return status, {f"{prefix}{key}": value for key, value in tensors.items()}
+
+
+def _run_cases(cases: list, inputs_all: dict, namespace: dict, setup: dict) -> None:
+    """Every case, in order; a test's outputs are saved when its last case ends (a file per
+    test rather than per case: creating files is most of the cost of a fast answer)."""
+    protocol, job_dir = setup["protocol"], setup["job_dir"]
+    with open(os.path.join(job_dir, protocol.CASES_LOG), "a", encoding="utf-8") as log:
+        setup["cases_log"] = log
+        tensors, statuses, group = {}, [], 0
+        for index, spec in enumerate(cases):
+            status, outputs = _run_case(index, spec, inputs_all, namespace, setup)
+            tensors.update(outputs)
+            statuses.append(status)
+            following = cases[index + 1]["grade_id"] if index + 1 < len(cases) else None
+            if following != spec["grade_id"]:  # the test's last case
+                if tensors:
+                    path = os.path.join(job_dir, protocol.outputs_file(group))
+                    setup["save_file"](tensors, path)
+                    group += 1
+                # A case counts as finished only once its outputs are on disk.
+                log.write("".join(json.dumps(status) + "\n" for status in statuses))
+                log.flush()
+                tensors, statuses = {}, []
 
 
 def _read_all(fd: int) -> bytes:
@@ -463,8 +484,7 @@ def _child(job_dir: str, job: dict, pipes: dict[str, int], channel, setup: dict)
             with setup["stage_guard"]():
                 os.write(status, (protocol.CELLS_DONE + "\n").encode())
                 cases, inputs_all = _receive_cases(channel, setup["load_bytes"])
-                for index, spec in enumerate(cases):
-                    _run_case(index, spec, inputs_all, namespace, setup)
+                _run_cases(cases, inputs_all, namespace, setup)
         except setup["forbidden_error"] as error:  # reached between graded calls, or disarmed
             outside = [f"the kernel guard, between graded calls: {error}"]
         tampered = _tampered(checks, before) + outside  # a graded call may have patched them

@@ -463,6 +463,7 @@ class Worker:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.fd_socket: socket.socket | None = None
         self.log = open(os.path.join(work_root, os.path.basename(self.slot_dir) + ".log"), "ab")
+        self._starting = threading.Lock()  # a warm-up thread and the first job: one start
 
     @property
     def job_dir(self) -> Path:
@@ -612,9 +613,11 @@ class Worker:
         """Run one submission: its cells, then (if it earns them) the cases."""
         start = time.monotonic()
         try:
-            if self.process is None or self.process.poll() is not None:
-                self.start()
-            else:
+            with self._starting:
+                fresh = self.process is None or self.process.poll() is not None
+                if fresh:
+                    self.start()
+            if not fresh:
                 self.new_job_dir()
             cells_path = self.job_dir / protocol.CELLS_FILE
             cells_path.write_text(json.dumps(cells))
@@ -717,6 +720,13 @@ class Worker:
                 stream.write(blob)
 
         threading.Thread(target=write, daemon=True).start()
+
+    def warm(self) -> None:
+        """Start the worker now (in a thread of the grader's), so that importing torch in
+        the sandbox overlaps with the grader's own work; a failure is the first job's."""
+        with self._starting, contextlib.suppress(OSError, RuntimeError):
+            if self.process is None:
+                self.start()
 
     def kill(self) -> None:
         """Kill the whole sandbox: the worker's process group, and anything left below it."""
