@@ -191,14 +191,20 @@ while chunk := os.read(fds[0], 1 << 20):
     blob += chunk
 size = int.from_bytes(blob[:8], "big")
 cases, inputs = json.loads(blob[8 : 8 + size]), load(blob[8 + size :])
+outputs, log = {}, open("../cases.jsonl", "w")
 for index, case in enumerate(cases):
     mine = {k.split("/", 1)[1]: v for k, v in inputs.items() if k.startswith(f"{index}/")}
-    status = {"state": "finished", "error": None, "kernel": None, "others": {}}
+    status = {"case": index, "state": "finished", "error": None, "kernel": None, "others": {}}
     if case["target"] == "conv_transpose1d":
         kwargs = case["params"].get("kwargs", {})
-        out = F.conv_transpose1d(mine["input"], mine["weight"], mine.get("bias"), **kwargs)
-        save_file({"output": out.contiguous()}, f"../case_{index}.safetensors")
-    json.dump(status, open(f"../case_{index}.json", "w"))
+        try:
+            out = F.conv_transpose1d(mine["input"], mine["weight"], mine.get("bias"), **kwargs)
+            outputs[f"{index}/output"] = out.contiguous()
+        except RuntimeError as error:
+            status.update(error=str(error), error_type="RuntimeError")
+    log.write(json.dumps(status) + "\\n")
+save_file(outputs, "../outputs_0.safetensors")
+log.close()
 os._exit(0)
 """
 
