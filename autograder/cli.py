@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from autograder import grading, reports, sandbox
+from autograder import notebook as nb
 from autograder import term as term_module
 
 CANNOT_RUN = 2
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "similarity":
             return run_similarity(args)
         return run_merge(args)
-    except (grading.GraderError, term_module.TermError, RuntimeError) as error:
+    except (grading.GraderError, term_module.TermError, nb.NotebookError, RuntimeError) as error:
         print(f"autograder: {error}", file=sys.stderr)
         return CANNOT_RUN
     except KeyboardInterrupt:
