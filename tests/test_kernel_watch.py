@@ -346,3 +346,20 @@ def test_a_detached_close_removes_everything_in_the_background_and_is_not_stale(
         time.sleep(0.2)
     assert group not in Path(root, "uprobe_events").read_text()
     assert not Path(root, "instances", name).exists()
+
+
+def test_kernel_threads_forked_by_kthreadd_are_not_a_garbled_record():
+    """kthreadd names its children at creation; a user process's child keeps its name."""
+    watch = kernel_watch.KernelWatch()
+    kworker = (
+        "        kthreadd-2       (      2) [000] .....  8500.743253: sched_process_fork: "
+        "comm=kthreadd pid=2 child_comm=kworker/1:2 child_pid=11334"
+    )
+    watch._read_line(kworker)
+    assert watch.problems == [] and watch._lineage.parent[11334] == 2
+    renamed = (
+        "          python-500     (    500) [001] .....  8500.9: sched_process_fork: "
+        "comm=python pid=500 child_comm=other child_pid=501"
+    )
+    watch._read_line(renamed)
+    assert len(watch.problems) == 1 and "inconsistent fork record" in watch.problems[0]
