@@ -572,11 +572,14 @@ def test_course_notebooks_instructor_full_marks_release_zero(tmp_path):
 
 
 def _test_outputs(out: Path) -> dict[str, list[str]]:
-    """Every result's per-test outputs (they name every case, hidden ones included)."""
+    """Every result's per-test outputs and hidden cases' calls (kept apart from the output,
+    which shows students no hidden call): together they name every case's parameters."""
     found = {}
     for path in sorted(out.rglob("results.json")):
         data = json.loads(path.read_text())
-        found[data["extra_data"]["student"]] = [t["output"] for t in data["tests"]]
+        found[data["extra_data"]["student"]] = [
+            (t["output"], t.get("extra_data", {}).get("hidden_cases")) for t in data["tests"]
+        ]
     return found
 
 
@@ -600,12 +603,14 @@ def test_same_notebook_same_score_in_every_run_and_shard(tmp_path):
     assert merged.returncode == 0, merged.stderr
     first = _test_outputs(tmp_path / "run1")
     assert set(first) == {"correct", "partial"}
+    assert any(hidden for _, hidden in first["correct"]), "no hidden case to compare"
     assert first == _test_outputs(tmp_path / "run2") == _test_outputs(tmp_path / "merged")
     assert scores(tmp_path / "run1") == scores(tmp_path / "merged")
     data = results(tmp_path / "run1", "correct")
     assert data["extra_data"]["term"] and "seed" not in data["extra_data"]
     other = grader("grade", "submitted", "--out", "seed7", "--seed", "7", *common, cwd=tmp_path)
     assert other.returncode == 0, other.stderr
+    assert _test_outputs(tmp_path / "seed7") != first  # the comparison sees another seed
     refused = grader("merge", "run1", "seed7", "--out", "mixed", cwd=tmp_path)
     assert refused.returncode == 2 and "differently" in refused.stderr, refused.stderr
 
