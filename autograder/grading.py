@@ -898,6 +898,10 @@ class Grader:
         output += self._manual_text(plan, notebook)
         extra["static_scan"] = [str(f) for f in findings[:100]]
         extra["needs_a_look"] = [str(f) for f in findings if _needs_a_look(f)][:30]
+        if outcome.said_twice:
+            extra["needs_a_look"].insert(
+                0, "the runner's end-of-cells signal came twice: a cell may have taken the cases"
+            )
         extra["timed_out"] = outcome.timed_out
         extra["protections"] = outcome.protections + [self.watch_text]
         if outcome.worker_error or outcome.unprotected:

@@ -85,6 +85,7 @@ class JobOutcome:
     memory_exceeded: bool = False
     unprotected: bool = False  # the process ended before its protections were in place
     kernel_hits: list[str] = field(default_factory=list)  # seen from outside the sandbox
+    said_twice: bool = False  # "cells-done" came twice: a cell may have played the runner
 
 
 def _sandbox_env() -> dict[str, str]:
@@ -669,6 +670,10 @@ class Worker:
             elif "protections" in message and not protected:
                 protected = True  # said before any student code ran: trusted
                 outcome.protections += [str(p) for p in message["protections"]][:10]
+            elif message.get("cells_done") and cases_sent:
+                # Only the runner should say it, once: a second means a cell said the
+                # first and may have taken the cases (the outside watch is the defence).
+                outcome.said_twice = True
             elif message.get("cells_done") and host_pid is not None and not cases_sent:
                 cases_sent = True  # once: whoever says it again, the cases went once
                 refused = self._stage_b_refusal(host_pid)

@@ -291,3 +291,45 @@ def test_landlock_refuses_to_run_a_submission_as_root(tmp_path):
     )  # fmt: skip
     assert run.returncode == 2 and "would run as root" in run.stderr, run.stderr
     assert not (tmp_path / "out").exists()
+
+
+# A hostile reviewer's attack: a cell says cells-done itself, takes the cases' pipe, reads
+# every case (hidden ones included) and hands an identical pipe back, so that the runner
+# goes on as if nothing happened. In-process nothing can stop it; the grader notices the
+# second signal and sends the TA to it.
+TAKES_AND_RETURNS = """
+import fcntl, os, socket, stat
+found = {}
+for fd in range(3, 64):
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        continue
+    found[fd] = (stat.S_ISFIFO(mode), stat.S_ISSOCK(mode), fcntl.fcntl(fd, fcntl.F_GETFL) & 3)
+status = [fd for fd, (fifo, _, access) in found.items() if fifo and access == os.O_WRONLY]
+channel = [fd for fd, (_, sock, _) in found.items() if sock]
+os.write(status[0], b"cells-done\\n")
+_, got, _, _ = socket.recv_fds(socket.socket(fileno=os.dup(channel[0])), 16, 1)
+blob = b""
+while chunk := os.read(got[0], 1 << 20):
+    blob += chunk
+mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+read_end, write_end = os.pipe()
+os.dup2(theirs.fileno(), channel[0])
+socket.send_fds(mine, [b"c"], [read_end])
+fcntl.fcntl(write_end, 1031, 1 << 20)  # F_SETPIPE_SZ: the blob fits without a thread
+os.write(write_end, blob)
+os.close(write_end)
+"""
+
+
+def test_a_cell_that_takes_the_cases_and_gives_them_back_needs_a_look(tmp_path):
+    release = write_release(tmp_path)
+    write_submission(tmp_path, "taker", submission(extra=TAKES_AND_RETURNS))
+    run = grader("grade", "submitted", "--out", "out", "--release", str(release), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    data = results(tmp_path / "out", "taker")
+    assert "raised" not in data["output"], data["output"]  # the attack ran to its end
+    assert any("came twice" in reason for reason in data["extra_data"]["needs_a_look"])
+    summary = (tmp_path / "out" / "summary.md").read_text().split("## Needs a look", 1)[1]
+    assert "taker" in summary
