@@ -14,7 +14,9 @@ A job, as the worker and the grader see it::
     worker -> grader   {"job": NAME, "forked": NSPID}    the submission's process, held
     grader -> worker   {"job": NAME, "start": true}      it now sits in its cgroup
     worker -> grader   {"job": NAME, "cells_done": true} said by the submission: a hint
-    grader -> worker   {"job": NAME, "cases": true}      + the read end of a new pipe
+    grader -> worker   {"job": NAME, "cases": true}      + the read end of a new pipe, once
+                       the host saw one thread left, the runner's main thread, waiting
+                       for it under the runner's own frames (sandbox.wait_stack_problem)
                        {"job": NAME, "abort": WHY}       or: kill it, no case is sent
     worker -> grader   {"job": NAME, "ended": STATUS}    the process is gone
 """
@@ -44,7 +46,7 @@ def outputs_file(group: int) -> str:
 #: What the submission's process says on its status pipe before any student code runs
 #: (trusted: written by the runner after the job started and before the first cell).
 PROTECTIONS_PREFIX = "protections "
-#: What it says after the cells (a hint only: student code can say it too).
+#: What its cell thread says after the cells (a hint only: student code can say it too).
 CELLS_DONE = "cells-done"
 
 #: Exit status of a submission's process whose protections could not be installed.

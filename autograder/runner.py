@@ -14,13 +14,18 @@ the submission's process, which:
    ``ptrace``...) and signals to any other process: from then on the submission can start
    threads, never a process. It says which of these protections hold on its status pipe,
    before any student code runs;
-3. runs the student's cells (plain ``exec``, one namespace);
-4. arms the kernel guard for the whole graded stage and says ``cells-done``. The grader
-   (outside the sandbox) checks from the host's ``/proc`` that the process has one thread
-   left and that no other process exists, and only then creates a pipe for the cases and
-   their inputs and hands its read end, through the zygote, to the submission. Before that
-   moment no frame, file or memory of the submission held a case: the zygote never reads
-   them either;
+3. runs the student's cells (IPython's shell, one namespace) in a thread of their own, the
+   cell thread, while its main thread waits for the cases in ``_receive_cases``: it has
+   waited there since before the first cell, and runs no student code until they come;
+4. when the cell thread has ended, the grader (outside the sandbox) checks from the host
+   that the process has one thread left, that no other process exists, and, reading the
+   process's Python stack from outside (py-spy), that the one thread is the main thread,
+   blocked in ``_receive_cases`` under the runner's own frames and no other. Only then does
+   it create a pipe for the cases and their inputs and hand its read end, through the
+   zygote, to that thread. Before that moment no frame, file or memory of the submission
+   held a case (the zygote never reads them either), and a cell that says it is done
+   while it still runs, or that leaves code of its own on the main thread's stack, is
+   refused the cases;
 5. runs each case through ``course_checks.run_student`` and writes the outputs (safetensors)
    and a small JSON status per case.
 
@@ -30,7 +35,9 @@ and compares in its own process. The messages are in ``protocol.py``.
 
 from __future__ import annotations
 
+import _socket
 import argparse
+import contextlib
 import ctypes
 import errno
 import gc
@@ -385,21 +392,42 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def _receive_cases(channel: socket.socket, load_bytes) -> tuple[list, dict]:
-    """The cases and inputs, from the pipe whose read end arrives now on ``channel``."""
-    _, fds, _, _ = socket.recv_fds(channel, 16, 1)
-    if not fds:
+#: Taken when this file is imported, before any student code runs: the main thread's wait
+#: for the cases calls nothing that a cell could have replaced since (a module attribute,
+#: a method of the Python-level socket class, a builtin).
+_RECVMSG = _socket.socket.recvmsg
+_FD_SPACE = socket.CMSG_SPACE(4)
+_FROM_BYTES = int.from_bytes
+
+
+def _receive_cases(channel: socket.socket, recvmsg=_RECVMSG, space=_FD_SPACE) -> int:
+    """The read end of the cases' pipe, when the grader sends it (-1: none came).
+
+    The grader reads this thread's stack from outside while it waits here: the frames must
+    be exactly ``<module> > main > _run_job > _child > _receive_cases`` at the lines that
+    ``sandbox.expected_wait_stack`` finds in this file, so keep each of those calls on one
+    line."""
+    _, ancillary, _, _ = recvmsg(channel, 1, space)  # the wait the grader checks
+    for _level, _type, data in ancillary:
+        return _FROM_BYTES(data[:4], sys.byteorder, signed=True)
+    return -1
+
+
+def _decode_cases(fd: int, load_bytes) -> tuple[list, dict]:
+    """The cases and inputs written by the grader into the pipe ``fd``."""
+    if fd < 0:
         raise EOFError("no cases were sent")
-    blob = _read_all(fds[0])
-    os.close(fds[0])
+    blob = _read_all(fd)
+    os.close(fd)
     size = int.from_bytes(blob[:8], "big")
     return json.loads(blob[8 : 8 + size]), load_bytes(blob[8 + size :])
 
 
 def _wait_for_cell_threads(seconds: float = 2.0) -> None:
-    """Give the threads the cells started a moment to end, as Python would at exit."""
+    """Give the threads the cells started a moment to end, as Python would at exit (the
+    main thread, waiting for the cases, and the cell thread itself stay)."""
     deadline = time.monotonic() + seconds
-    while threading.active_count() > 1 and time.monotonic() < deadline:
+    while threading.active_count() > 2 and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -473,17 +501,17 @@ def _child(job_dir: str, job: dict, pipes: dict[str, int], channel, setup: dict)
             cells = json.load(handle)
         shell = _notebook_shell()
         namespace = shell.user_ns
-        report_path = os.path.join(job_dir, protocol.CELL_REPORT_FILE)
-        _write_json(report_path, _run_cells(cells, shell, report_path))
         checks, before = setup["checks"], setup["snapshot"]
-        _write_json(os.path.join(job_dir, protocol.TAMPER_FILE), _tampered(checks, before))
-        _wait_for_cell_threads()
+        cell_thread = threading.Thread(
+            target=_cell_stage, args=(cells, shell, job_dir, status, setup), name="cells"
+        )
+        cell_thread.start()
+        cases_fd = _receive_cases(channel)  # waits here through the whole cell stage
         gc.disable()  # no finaliser of the student's objects runs while the inputs are here
         outside = []
         try:
             with setup["stage_guard"]():
-                os.write(status, (protocol.CELLS_DONE + "\n").encode())
-                cases, inputs_all = _receive_cases(channel, setup["load_bytes"])
+                cases, inputs_all = _decode_cases(cases_fd, setup["load_bytes"])
                 _run_cases(cases, inputs_all, namespace, setup)
         except setup["forbidden_error"] as error:  # reached between graded calls, or disarmed
             outside = [f"the kernel guard, between graded calls: {error}"]
@@ -497,6 +525,20 @@ def _child(job_dir: str, job: dict, pipes: dict[str, int], channel, setup: dict)
         except BaseException:
             pass
     os._exit(code)
+
+
+def _cell_stage(cells: list[dict], shell, job_dir: str, status: int, setup: dict) -> None:
+    """The cell thread: every cell, the cell report, then ``cells-done`` (a hint: the grader
+    trusts only what it sees from the host once this thread has ended)."""
+    protocol = setup["protocol"]
+    try:
+        report_path = os.path.join(job_dir, protocol.CELL_REPORT_FILE)
+        _write_json(report_path, _run_cells(cells, shell, report_path))
+        checks, before = setup["checks"], setup["snapshot"]
+        _write_json(os.path.join(job_dir, protocol.TAMPER_FILE), _tampered(checks, before))
+        _wait_for_cell_threads()
+    finally:
+        os.write(status, (protocol.CELLS_DONE + "\n").encode())
 
 
 class _Control:
@@ -560,18 +602,10 @@ def _run_job(job: dict, control: _Control, setup: dict) -> int:
         os.close(go_w)
         os.close(status_r)
         mine.close()
-        with _suppress():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     return status
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], (ProcessLookupError, PermissionError))
 
 
 def _follow(name: str, pid: int, status_r: int, mine: socket.socket, control, setup) -> None:
@@ -611,7 +645,7 @@ def _sweep(in_pid_namespace: bool) -> None:
     subreaper). The seccomp filter lets a submission start none; this is the belt."""
     for _ in range(50):
         if in_pid_namespace:  # everything in the sandbox but us and its init
-            with _suppress():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(-1, signal.SIGKILL)
         try:
             while os.waitpid(-1, os.WNOHANG)[0] > 0:
@@ -619,12 +653,6 @@ def _sweep(in_pid_namespace: bool) -> None:
         except ChildProcessError:
             return
         time.sleep(0.01)
-
-
-def _no_stage_guard():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _import_pyseccomp():
@@ -658,7 +686,7 @@ def _setup(args, checks, protocol) -> dict:
         "case_from_json": checks.Case.from_json,
         "forbidden_error": checks.ForbiddenKernelError,
         "guard_class": checks.ForbiddenKernelGuard,
-        "stage_guard": getattr(checks, "stage_guard", _no_stage_guard),
+        "stage_guard": checks.stage_guard,  # no guard, no grading: never a silent fallback
         "jobs_dir": args.jobs_dir,
         "read_paths": args.read_path,
         "require_landlock": args.require_landlock,

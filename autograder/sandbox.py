@@ -47,6 +47,8 @@ SANDBOX_HOME = "/grader"
 SANDBOX_JOBS = "/jobs"
 JOB_FOLDER = "job"  # the one job folder of a slot, made anew for each job
 MAX_CASES_BYTES = 1 << 30
+#: How long the cell thread may take to end after it says "cells-done" (it ends at once).
+CELL_THREAD_GRACE = 2.0
 
 
 class SandboxUnavailable(RuntimeError):
@@ -381,6 +383,107 @@ def thread_count(pid: int) -> int:
         return 0
 
 
+#: ``recvmsg`` by architecture: the syscall the main thread waits in for the cases.
+RECVMSG_SYSCALL = {"x86_64": 47, "aarch64": 212}.get(os.uname().machine)
+#: The runner's frames while its main thread waits for the cases, outermost first: each
+#: (function, the call it is in), found in runner.py's source by ``expected_wait_stack``.
+WAIT_CHAIN = (
+    ("<module>", "main"),
+    ("main", "_run_job"),
+    ("_run_job", "_child"),
+    ("_child", "_receive_cases"),
+    ("_receive_cases", "recvmsg"),
+)
+
+
+class StackUnreadable(RuntimeError):
+    """The grader cannot read a sandboxed process's Python stack from outside."""
+
+
+def stack_reader() -> str | None:
+    """py-spy (it reads a process's Python frames from outside, as a debugger would)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def expected_wait_stack(runner_path: str, source: str) -> list[tuple[str, str, int]]:
+    """(function, file, line) of every frame of the runner's main thread while it waits for
+    the cases, innermost first, from runner.py's source (``runner_path`` as the sandbox
+    names it). Each call of ``WAIT_CHAIN`` must appear once in its function."""
+    import ast
+
+    tree = ast.parse(source)
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    frames = []
+    for caller, callee in WAIT_CHAIN:
+        if caller == "<module>":  # the module's own statements, not its functions'
+            scope = [node for node in tree.body if not isinstance(node, ast.FunctionDef)]
+        else:
+            scope = [functions[caller]]
+        lines = {
+            node.lineno
+            for statement in scope
+            for node in ast.walk(statement)
+            if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == callee
+        }
+        if len(lines) != 1:
+            raise ValueError(f"runner.py: {caller} must call {callee} exactly once")
+        frames.append((caller, runner_path, lines.pop()))
+    return frames[::-1]
+
+
+def python_stacks(pid: int, timeout: float = 20.0) -> list[dict]:
+    """Every thread of ``pid`` with its Python frames, read from outside (py-spy pauses the
+    process for the few milliseconds it takes). Raises ``StackUnreadable``."""
+    reader = stack_reader()
+    if reader is None:
+        raise StackUnreadable("py-spy is not installed (it is in requirements.txt)")
+    command = [reader, "dump", "--pid", str(pid), "--json", "--full-filenames"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        threads = json.loads(done.stdout) if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError) as error:
+        raise StackUnreadable(f"py-spy: {error}") from error
+    if not isinstance(threads, list):
+        raise StackUnreadable(f"py-spy: {done.stderr.strip()[-300:] or done.returncode}")
+    return threads
+
+
+def waiting_in_recvmsg(pid: int) -> bool:
+    """Whether ``pid``'s main thread is blocked in ``recvmsg`` now (the host's /proc)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/syscall") as handle:
+            number = handle.read().split()[0]
+    except (OSError, IndexError):
+        return False
+    return number.lstrip("-").isdigit() and int(number) == RECVMSG_SYSCALL
+
+
+def wait_stack_problem(pid: int, expected: list[tuple[str, str, int]]) -> str | None:
+    """Why ``pid`` is not the runner's main thread waiting for the cases (None: it is)."""
+    threads = python_stacks(pid)
+    # One OS thread was counted in the host's /proc (py-spy names it by its TID inside the
+    # sandbox's PID namespace): that one Python thread is all there may be.
+    if len(threads) != 1:
+        return f"{len(threads)} Python threads were found where only the main thread may be"
+    seen = [
+        (frame.get("name"), frame.get("filename"), frame.get("line"))
+        for frame in threads[0].get("frames", [])
+    ]
+    if seen != expected:
+        foreign = [
+            f"{name} ({file}:{line})"
+            for name, file, line in seen
+            if (name, file, line) not in expected
+        ]
+        return (
+            "the main thread was not the runner's own wait for the cases: code of the "
+            f"submission was on its stack ({'; '.join(foreign[:3]) or 'frames out of order'})"
+        )
+    return None
+
+
 #: The families of forbidden kernels a graded call must never reach natively. Not
 #: "convolution backward": autograd runs it for an honest F.conv1d when the grader takes
 #: gradients (the in-process guard tells the two apart); not "interpolation (area)",
@@ -456,6 +559,9 @@ class Worker:
         self.watch = watch
         self.grader_dir = grader_dir
         self.startup_timeout = startup_timeout
+        home = SANDBOX_HOME if mode == "bwrap" else grader_dir
+        runner_source = Path(grader_dir, "runner.py").read_text(encoding="utf-8")
+        self.wait_stack = expected_wait_stack(f"{home}/runner.py", runner_source)
         self.slot_dir = tempfile.mkdtemp(prefix="slot-", dir=work_root)
         os.chmod(self.slot_dir, 0o755)  # root's: a submission cannot make a file in it
         self.process: subprocess.Popen | None = None
@@ -515,6 +621,13 @@ class Worker:
             raise RuntimeError(f"the sandbox worker did not start ({self.log.name})")
         self.zygote_pid = self._find_zygote()
         self.base_bytes = self._address_space(self.zygote_pid)
+        try:  # the cases go only where the grader can see, from outside, who waits for them
+            python_stacks(self.zygote_pid or -1)
+        except StackUnreadable as error:
+            self.kill()
+            raise RuntimeError(
+                f"the grader cannot read the sandbox's Python stack from outside ({error})"
+            ) from error
 
     def _find_zygote(self) -> int | None:
         """The python running runner.py, on the host (bubblewrap's own processes are above)."""
@@ -676,7 +789,12 @@ class Worker:
                 outcome.said_twice = True
             elif message.get("cells_done") and host_pid is not None and not cases_sent:
                 cases_sent = True  # once: whoever says it again, the cases went once
-                refused = self._stage_b_refusal(host_pid)
+                try:
+                    refused = self._stage_b_refusal(host_pid, deadline)
+                except StackUnreadable as error:
+                    outcome.worker_error = f"the submission's stack could not be read ({error})"
+                    self.kill()
+                    break
                 if refused:
                     outcome.refused = refused
                     self._say(job=name, abort=refused)
@@ -697,9 +815,16 @@ class Worker:
                 outcome.protections.append(f"the kernel watch was incomplete: {problems[0]}")
         return outcome
 
-    def _stage_b_refusal(self, host_pid: int) -> str | None:
-        """Why the cases may not be sent now (None: they may): the submission must be one
-        process with one thread, as seen from the host."""
+    def _stage_b_refusal(self, host_pid: int, deadline: float) -> str | None:
+        """Why the cases may not be sent now (None: they may). "cells-done" is only a hint:
+        the submission must be one process with one thread, seen from the host, and that
+        thread the runner's main thread, blocked in its wait for the cases under the
+        runner's own frames, read from outside. The cell thread gets a moment to end."""
+        settle = min(time.monotonic() + CELL_THREAD_GRACE, deadline)
+        while time.monotonic() < settle and not (
+            thread_count(host_pid) == 1 and waiting_in_recvmsg(host_pid)
+        ):
+            time.sleep(0.005)
         others = [pid for pid in self._sandbox_processes() if pid != host_pid]
         if others:
             return f"{len(others)} other process(es) were running in the sandbox"
@@ -709,7 +834,9 @@ class Worker:
                 f"the cells left {threads - 1} thread(s) running; the graded calls run only "
                 "in a process with no thread of the cells left"
             )
-        return None
+        if not waiting_in_recvmsg(host_pid):
+            return "the main thread was not waiting for the cases"
+        return wait_stack_problem(host_pid, self.wait_stack)
 
     def _send_cases(self, name: str, blob: bytes) -> None:
         """A pipe made now, its read end handed to the submission through the zygote."""

@@ -167,49 +167,26 @@ def test_sandbox_none_is_said_in_every_result(tmp_path):
     assert "NO SANDBOX" in data["output"]
 
 
-# A cell that plays the runner's part: it says "cells-done" on the status pipe itself, takes
-# the cases from the channel before any guard is armed, answers them with torch's own kernel
-# and leaves. In-process, nothing can tell this cell from the runner; the uprobes outside can.
-HIJACK = """
-import fcntl, json, os, socket, stat
-import torch.nn.functional as F
-from safetensors.torch import load, save_file
-fifo = sock = None
-for fd in range(3, 256):
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        continue
-    if stat.S_ISFIFO(mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
-        fifo = fd
-    elif stat.S_ISSOCK(mode):
-        sock = fd
-os.write(fifo, b"cells-done\\n")
-_, fds, _, _ = socket.recv_fds(socket.socket(fileno=sock), 16, 1)
-blob = b""
-while chunk := os.read(fds[0], 1 << 20):
-    blob += chunk
-size = int.from_bytes(blob[:8], "big")
-cases, inputs = json.loads(blob[8 : 8 + size]), load(blob[8 + size :])
-outputs, log = {}, open("../cases.jsonl", "w")
-for index, case in enumerate(cases):
-    mine = {k.split("/", 1)[1]: v for k, v in inputs.items() if k.startswith(f"{index}/")}
-    status = {"case": index, "state": "finished", "error": None, "kernel": None, "others": {}}
-    if case["target"] == "conv_transpose1d":
-        kwargs = case["params"].get("kwargs", {})
-        try:
-            out = F.conv_transpose1d(mine["input"], mine["weight"], mine.get("bias"), **kwargs)
-            outputs[f"{index}/output"] = out.contiguous()
-        except RuntimeError as error:
-            status.update(error=str(error), error_type="RuntimeError")
-    log.write(json.dumps(status) + "\\n")
-save_file(outputs, "../outputs_0.safetensors")
-log.close()
-os._exit(0)
+# Native code inside the graded call (a route the README names as the in-process guard's
+# limit): ctypes removes the guard's profile hook from C, where no Python event sees it, the
+# guard's kernels are destroyed, and torch's own kernel runs. In-process Python and native
+# code can undo the in-process guard; the uprobes outside the sandbox cannot be undone.
+GUARD_UNDONE = """
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1):
+    import ctypes, sys
+    import torch
+    ctypes.pythonapi.PyEval_SetProfile(None, None)
+    for library in sys.modules["course_checks"]._LAYER.libraries:
+        library._destroy()
+    with torch._C._DisableTorchDispatch():
+        return torch.ops.aten.conv_transpose1d(
+            input, weight, bias, stride, padding, output_padding, groups, dilation
+        )
 """
 
 
-def test_the_kernel_watch_sees_a_cell_that_takes_the_runners_place(tmp_path):
+def test_the_kernel_watch_sees_a_graded_call_that_undid_the_guard(tmp_path):
     """Where uprobes can be set, a forbidden native kernel reached with the cases in the
     sandbox costs every graded test, whatever the in-process guard was told."""
     from autograder import kernel_watch
@@ -220,10 +197,10 @@ def test_the_kernel_watch_sees_a_cell_that_takes_the_runners_place(tmp_path):
 
         pytest.skip(f"uprobes cannot be set here: {why}")
     release = write_release(tmp_path)
-    write_submission(tmp_path, "hijack", submission(extra=HIJACK))
+    write_submission(tmp_path, "undoer", submission(extra=GUARD_UNDONE))
     run = grader("grade", "submitted", "--out", "out", "--release", str(release), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    data = results(tmp_path / "out", "hijack")
+    data = results(tmp_path / "out", "undoer")
     assert data["score"] == 0, data["output"]
     assert "seen by the grader from outside" in data["output"]
     assert "conv_transpose" in data["output"]
@@ -293,11 +270,12 @@ def test_landlock_refuses_to_run_a_submission_as_root(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# A hostile reviewer's attack: a cell says cells-done itself, takes the cases' pipe, reads
-# every case (hidden ones included) and hands an identical pipe back, so that the runner
-# goes on as if nothing happened. In-process nothing can stop it; the grader notices the
-# second signal and sends the TA to it.
-TAKES_AND_RETURNS = """
+# A hostile reviewer's attack on the last design: a cell says cells-done itself and waits on
+# the cases' channel to take them (then it would hand an identical pipe back, so that the
+# runner went on as if nothing happened). The cells run in a thread of their own now, and
+# the cases go only to the main thread, seen from outside waiting under the runner's frames:
+# this cell is still running when it says it is done, so no case is sent at all.
+TAKES_THE_CASES = """
 import fcntl, os, socket, stat
 found = {}
 for fd in range(3, 64):
@@ -310,26 +288,75 @@ status = [fd for fd, (fifo, _, access) in found.items() if fifo and access == os
 channel = [fd for fd, (_, sock, _) in found.items() if sock]
 os.write(status[0], b"cells-done\\n")
 _, got, _, _ = socket.recv_fds(socket.socket(fileno=os.dup(channel[0])), 16, 1)
-blob = b""
-while chunk := os.read(got[0], 1 << 20):
-    blob += chunk
-mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-read_end, write_end = os.pipe()
-os.dup2(theirs.fileno(), channel[0])
-socket.send_fds(mine, [b"c"], [read_end])
-fcntl.fcntl(write_end, 1031, 1 << 20)  # F_SETPIPE_SZ: the blob fits without a thread
-os.write(write_end, blob)
-os.close(write_end)
+print("TOOK", len(got))
 """
 
 
-def test_a_cell_that_takes_the_cases_and_gives_them_back_needs_a_look(tmp_path):
+def test_a_cell_that_says_it_is_done_gets_no_case_and_needs_a_look(tmp_path):
     release = write_release(tmp_path)
-    write_submission(tmp_path, "taker", submission(extra=TAKES_AND_RETURNS))
+    write_submission(tmp_path, "taker", submission(extra=TAKES_THE_CASES))
     run = grader("grade", "submitted", "--out", "out", "--release", str(release), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     data = results(tmp_path / "out", "taker")
-    assert "raised" not in data["output"], data["output"]  # the attack ran to its end
-    assert any("came twice" in reason for reason in data["extra_data"]["needs_a_look"])
+    assert data["score"] == 0, data["output"]
+    assert "TOOK" not in data["output"]
+    assert "the cells left 1 thread(s) running" in data["output"]
+    assert any("cases were refused" in reason for reason in data["extra_data"]["needs_a_look"])
     summary = (tmp_path / "out" / "summary.md").read_text().split("## Needs a look", 1)[1]
     assert "taker" in summary
+
+
+# The runner's wait, as the stack check sees it: the same function names as runner.py, so
+# that ``expected_wait_stack`` finds the chain in this source. {call} is _child's one call.
+WAITER = """
+import socket
+
+
+def _receive_cases(channel):
+    return channel.recvmsg(1, 64)
+
+
+def _child(channel):
+    {call}
+
+
+def _run_job(channel):
+    _child(channel)
+
+
+def main():
+    channel, peer = socket.socketpair()
+    _run_job(channel)
+
+
+main()
+"""
+
+
+def _stack_problem_of(tmp_path: Path, call: str) -> str | None:
+    from autograder import sandbox
+
+    script = tmp_path / "runner.py"
+    source = WAITER.replace("{call}", call)
+    script.write_text(source)
+    waiter = subprocess.Popen([sys.executable, "-I", str(script)])
+    try:
+        deadline = time.monotonic() + 30
+        while not sandbox.waiting_in_recvmsg(waiter.pid):
+            assert time.monotonic() < deadline and waiter.poll() is None
+            time.sleep(0.01)
+        return sandbox.wait_stack_problem(
+            waiter.pid, sandbox.expected_wait_stack(str(script), source)
+        )
+    finally:
+        waiter.kill()
+        waiter.wait()
+
+
+def test_the_stack_check_accepts_only_the_runners_own_frames(tmp_path):
+    """Read from outside with py-spy: the runner's chain passes; the same wait reached
+    through one frame more (a lambda here; a cell, a hook or a patched function in a
+    submission) is refused, and the refusal names the frame."""
+    assert _stack_problem_of(tmp_path, "_receive_cases(channel)") is None
+    problem = _stack_problem_of(tmp_path, "(lambda: _receive_cases(channel))()")
+    assert problem is not None and "<lambda>" in problem
