@@ -902,6 +902,8 @@ class Grader:
             extra["needs_a_look"].insert(
                 0, "the runner's end-of-cells signal came twice: a cell may have taken the cases"
             )
+        if outcome.refused:  # a thread, a process or a frame of the cells where none may be
+            extra["needs_a_look"].insert(0, f"the cases were refused: {outcome.refused}")
         extra["timed_out"] = outcome.timed_out
         extra["protections"] = outcome.protections + [self.watch_text]
         if outcome.worker_error or outcome.unprotected:
