@@ -161,12 +161,17 @@ def _walk(root: Path) -> list[Submission]:
     return found
 
 
+#: Folders that hold no submission: Jupyter's autosaves, and a submissions repository's
+#: (or a student's cloned repository's) version control.
+NOT_SUBMISSIONS = frozenset({".ipynb_checkpoints", ".git"})
+
+
 def _look_at(entry: os.DirEntry, rel: Path, pending: list) -> list[Submission]:
     """What one folder entry adds: a notebook, a refusal, nothing (a folder is queued)."""
     path = Path(entry.path)
     is_notebook = entry.name.endswith(".ipynb")
     try:
-        if entry.name == ".ipynb_checkpoints":
+        if entry.name in NOT_SUBMISSIONS:
             return []
         if entry.is_symlink():
             points_to_folder = entry.is_dir()  # a link to a folder could hold notebooks
