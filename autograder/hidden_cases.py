@@ -182,6 +182,28 @@ def _module_case(rng: random.Random) -> Case:
     )
 
 
+def _with_output_size(case: Case, rng: random.Random) -> Case:
+    """The module case called with torch's ``output_size`` (now and then one torch refuses)."""
+    init, shape = case.params["init"], case.params["input"]
+    stride, dilation = init.get("stride", 1), init.get("dilation", 1)
+    shortest = (
+        (shape[-1] - 1) * stride
+        - 2 * init.get("padding", 0)
+        + dilation * (init["kernel_size"] - 1)
+        + 1
+    )
+    length = shortest + (stride if rng.random() < 0.2 else rng.randrange(stride))
+    leading = [] if rng.random() < 0.6 else [*shape[:-2], init["out_channels"]]
+    if len(shape) == 2 and leading:
+        leading = [init["out_channels"]]
+    return Case(
+        case.grade_id,
+        case.target,
+        {**case.params, "output_size": [*leading, length]},
+        case.seed,
+    )
+
+
 def _coverage_case(rng: random.Random) -> Case:
     def value(low: int, high: int) -> Any:
         return (
@@ -297,6 +319,36 @@ def _interpolate_case(grade_id: str, rng: random.Random) -> Case:
     return Case(grade_id, "interpolate", params, rng.randrange(2**31))
 
 
+#: The interpolate tests that also draw a call torch refuses, and what makes it refused.
+_INTERPOLATE_REFUSALS = {
+    "interp_nearest_size": ("align_corners", "size_and_scale"),
+    "interp_nearest_scale": ("align_corners", "neither"),
+    "interp_linear": ("dimensions",),
+    "interp_bilinear_size": ("dimensions",),
+}
+
+
+def _interpolate_refusal(grade_id: str, rng: random.Random) -> Case:
+    """A call where torch raises (the assignment asks to raise there too)."""
+    kind = rng.choice(_INTERPOLATE_REFUSALS[grade_id])
+    n = 1 if grade_id == "interp_linear" else 2
+    kwargs: dict[str, Any] = {}
+    if kind == "align_corners":
+        kwargs["mode"] = rng.choice(["nearest", "nearest-exact"])
+        kwargs["align_corners"] = rng.choice([True, False])
+    elif kind == "dimensions":
+        kwargs["mode"] = "linear" if n == 1 else "bilinear"
+        n = rng.choice([2, 3]) if n == 1 else rng.choice([1, 3])  # the wrong number of axes
+    by_size = rng.random() < 0.5
+    if kind != "neither" and (kind == "size_and_scale" or by_size):
+        kwargs["size"] = rng.randint(2, 5)
+    if kind != "neither" and (kind == "size_and_scale" or not by_size):
+        kwargs["scale_factor"] = rng.choice([2, 3])
+    size = [rng.randint(1, 3) for _ in range(n)]
+    shape = [rng.randint(1, 2), rng.randint(1, 2), *size]
+    return Case(grade_id, "interpolate", {"input": shape, "kwargs": kwargs}, rng.randrange(2**31))
+
+
 def _resize_conv_case(rng: random.Random) -> Case:
     nic, noc = rng.randint(1, 3), rng.randint(1, 3)
     shape = [rng.randint(1, 2), nic, rng.randint(1, 4), rng.randint(1, 4)]
@@ -309,7 +361,8 @@ def _resize_conv_case(rng: random.Random) -> Case:
 
 
 def hidden_cases(grade_id: str, seed: int) -> list[Case]:
-    """``CASES_PER_GRADE_ID`` random cases of ``grade_id``, the same for the same seed."""
+    """``CASES_PER_GRADE_ID`` random cases of ``grade_id``, the same for the same seed, and
+    for some interpolate tests one more, a call torch refuses."""
     if grade_id not in GRADE_IDS:
         raise KeyError(f"unknown grade_id {grade_id!r}")
     rng = random.Random(f"{grade_id}:{seed}")
@@ -332,6 +385,13 @@ def hidden_cases(grade_id: str, seed: int) -> list[Case]:
             cases.append(_interpolate_case(grade_id, rng))
         elif target == "ResizeConv2d":
             cases.append(_resize_conv_case(rng))
+    # Each on its own generator: the draws above stay what they were before these were added.
+    if grade_id in _INTERPOLATE_REFUSALS:
+        cases.append(_interpolate_refusal(grade_id, random.Random(f"{grade_id}:{seed}:refusal")))
+    if grade_id == "ct1d_module":
+        extra = random.Random(f"{grade_id}:{seed}:output_size")
+        index = extra.randrange(len(cases))
+        cases[index] = _with_output_size(cases[index], extra)
     return cases
 
 

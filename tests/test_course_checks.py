@@ -13,7 +13,10 @@ import importlib
 import io
 import itertools
 import json
+import linecache
 import math
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -53,6 +56,7 @@ def naive_conv_transpose(
     *,
     flip=False,
     swap_channels=False,
+    channel_memory=None,
     padding_mode="crop",
     output_padding_mode="end",
     stride_mode="spread",
@@ -74,6 +78,16 @@ def naive_conv_transpose(
     c_in_g = c_in // groups
     if swap_channels:  # read the weight as (C_out, C_in // groups, k), as conv does
         w = w.reshape(groups, c_in_g, c_out_g, *w.shape[2:]).transpose(1, 2).reshape(w.shape)
+    if channel_memory:  # the conv weight a student built, read back index by index
+        flat, picked = w.reshape(c_in * c_out_g, *w.shape[2:]), torch.empty_like(w)
+        for ci, co in itertools.product(range(c_in), range(c_out_g)):
+            group, i = divmod(ci, c_in_g)
+            row = (group * c_out_g + co) * c_in_g + i  # in conv's (C_out, C_in // groups)
+            if channel_memory == "reshaped":  # weight.reshape(C_out, C_in // groups, k)
+                picked[ci, co] = flat[row]
+            else:  # "transposed whole": weight.transpose(0, 1).reshape(C_out, C_in // groups, k)
+                picked[ci, co] = w[row % c_in, row // c_in]
+        w = picked
     sizes, kernel = x.shape[2:], w.shape[2:]
     lengths = []
     for a in range(n):
@@ -117,6 +131,8 @@ def naive_conv_transpose(
             out = crop(pad(full, zeros, op), p, [core[a] + op[a] for a in range(n)])
         elif output_padding_mode == "start":
             out = pad(crop(full, p, core), op, zeros)
+        elif output_padding_mode == "window":  # the crop window moved output_padding back
+            out = crop(pad(full, op, zeros), p, [core[a] + op[a] for a in range(n)])
         elif output_padding_mode == "both":
             out = pad(crop(full, p, core), op, op)
         elif output_padding_mode == "zeros":
@@ -197,8 +213,17 @@ class NaiveConvTranspose1d(nn.Module):
             nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
         )
 
-    def forward(self, x):
-        return naive_conv_transpose1d(x, self.weight, self.bias, *self.options)
+    def forward(self, x, output_size=None):
+        stride, padding, output_padding, groups, dilation = self.options
+        if output_size is not None:  # torch's documented range: the shortest length + 0 … s − 1
+            kernel = self.weight.shape[-1]
+            shortest = (x.shape[-1] - 1) * stride - 2 * padding + dilation * (kernel - 1) + 1
+            output_padding = list(output_size)[-1] - shortest
+            if not 0 <= output_padding < stride:
+                raise ValueError(f"output_size {output_size} is out of reach")
+        return naive_conv_transpose1d(
+            x, self.weight, self.bias, stride, padding, output_padding, groups, dilation
+        )
 
 
 def _cubic_weight(t, a=-0.75):
@@ -208,6 +233,17 @@ def _cubic_weight(t, a=-0.75):
     if t < 2:
         return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
     return 0.0
+
+
+def _interpolate_refused(dims, size, scale_factor, mode, align_corners) -> bool:
+    """F.interpolate's documented refusals: align_corners with a nearest mode, both or
+    neither of size and scale_factor, a mode for another number of spatial dimensions."""
+    needs = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}
+    return (
+        (mode.startswith("nearest") and align_corners is not None)
+        or (size is None) == (scale_factor is None)
+        or needs.get(mode, dims) != dims
+    )
 
 
 def naive_interpolate(
@@ -220,7 +256,10 @@ def naive_interpolate(
     antialias=False,
 ):
     """Output pixel j reads input coordinate (j + ½)·W_in/W_out − ½ (or j·(W_in−1)/(W_out−1)
-    with align_corners), computed in float64, one output pixel at a time."""
+    with align_corners), computed in float64, one output pixel at a time. Raises where
+    torch's documentation says it does."""
+    if _interpolate_refused(input.dim(), size, scale_factor, mode, align_corners):
+        raise ValueError("torch refuses these arguments")
     n = input.dim() - 2
     in_sizes = input.shape[2:]
     if size is not None:
@@ -309,6 +348,25 @@ def _torch_should_raise(case: cc.Case) -> bool:
         except ValueError:
             return True
         return False
+    if case.target == "interpolate":
+        kw = case.params["kwargs"]
+        return _interpolate_refused(
+            len(case.params["input"]),
+            kw.get("size"),
+            kw.get("scale_factor"),
+            kw.get("mode", "nearest"),
+            kw.get("align_corners"),
+        )
+    if case.target == "ConvTranspose1d" and "output_size" in case.params:
+        init, length = case.params["init"], case.params["input"][-1]
+        stride = init.get("stride", 1)
+        shortest = (
+            (length - 1) * stride
+            - 2 * init.get("padding", 0)
+            + init.get("dilation", 1) * (init["kernel_size"] - 1)
+            + 1
+        )
+        return not 0 <= case.params["output_size"][-1] - shortest < stride
     if case.target in ("conv_transpose1d", "conv_transpose2d"):
         n = 1 if case.target.endswith("1d") else 2
         kw = case.params["kwargs"]
@@ -676,6 +734,115 @@ def test_compare_messages_name_shape_and_largest_error():
     assert "expected (1, 1, 6), got (1, 1, 5)" in message
 
 
+def test_a_value_mismatch_shows_the_tolerance_and_both_values_apart():
+    """float64 results 3e-7 apart print alike at 6 digits: the message shows more, and the
+    tolerance rule with its numbers (float64: 1e-9 relative, scaled absolute)."""
+    case = _case1d((1, 1, 4), (1, 1, 3), seed=3)
+    inputs = cc.make_inputs(case)
+    expected = cc.reference_outputs(case, inputs)
+    right = naive_conv_transpose1d(inputs["input"], inputs["weight"])
+    message = cc.compare(case, inputs, expected, {"output": right + 3e-7}).message
+    shown = re.search(r"expected (\S+), got (\S+);", message)
+    assert shown and shown.group(1) != shown.group(2), message
+    assert float(shown.group(2)) - float(shown.group(1)) == pytest.approx(3e-7, rel=0.01)
+    scale = max(1.0, expected["output"].abs().max().item())
+    assert f"atol + rtol·|expected| = {1e-9 * scale:.3g} + 1e-09·" in message, message
+
+
+def _in_float32_then_back(input, weight, bias=None, **kwargs):
+    """A float64 answer with one float32 step (a tensor made without dtype=, say)."""
+    return naive_conv_transpose1d(input.float(), weight.float(), None, **kwargs).double()
+
+
+def test_a_float64_result_computed_in_float32_is_named():
+    case = _case1d((2, 2, 5), (2, 3, 3), stride=2)
+    verdict = cc.grade_case(case, _in_float32_then_back)
+    assert not verdict.passed and "went through float32" in verdict.diagnosis, verdict.message
+    assert cc.grade_case(case, naive_conv_transpose1d).passed
+
+
+def test_torch_refusing_to_mix_dtypes_is_explained():
+    def mixes(input, weight, bias=None, **kwargs):
+        spread = torch.zeros(input.shape)  # float32 whatever the input's dtype
+        return F.conv1d(input + spread.double(), weight.float())
+
+    verdict = cc.grade_case(_case1d((1, 1, 4), (1, 1, 3)), mixes)
+    assert "your code raised RuntimeError" in verdict.message
+    assert "mix float32 and float64" in verdict.diagnosis, verdict.message
+    assert "dtype=input.dtype" in verdict.message
+
+
+def test_a_wrong_output_length_in_a_gradient_case_is_a_shape_problem():
+    def one_too_long(input, weight, bias=None, **kwargs):
+        return F.pad(naive_conv_transpose1d(input, weight, bias, **kwargs), (0, 1))
+
+    case = cc.PUBLIC_CASES["ct1d_gradients"][0]
+    verdict = cc.grade_case(case, one_too_long)
+    assert not verdict.passed
+    expected = cc.reference_outputs(case, cc.make_inputs(case))["output"].shape
+    longer = (*expected[:-1], expected[-1] + 1)
+    assert f"output shape: expected {tuple(expected)}, got {longer}" in verdict.message
+    assert "autograd" not in verdict.message
+
+
+BROKEN_ANSWER = """\
+def broken(input, weight, bias=None, **kwargs):
+    scale = 2
+    return input[..., 99] * scale
+"""
+
+
+@pytest.mark.parametrize(
+    ("filename", "shown"),
+    [
+        ("<ipython-input-7-0a1b2c3d>", "Cell In[7], line 3"),  # IPython's cell names
+        ("/tmp/ipykernel_4242/2716023.py", 'File "/tmp/ipykernel_4242/2716023.py", line 3'),
+    ],
+)
+def test_a_visible_check_ends_at_the_students_own_line(filename, shown):
+    """Code compiled as a notebook's cell (its source in linecache, as IPython keeps it):
+    the failure's last lines are the student's cell, line and source, not the checks'."""
+    lines = BROKEN_ANSWER.splitlines(keepends=True)
+    linecache.cache[filename] = (len(BROKEN_ANSWER), None, lines, filename)
+    namespace: dict = {}
+    exec(compile(BROKEN_ANSWER, filename, "exec"), namespace)
+    with redirect_stdout(io.StringIO()), pytest.raises(AssertionError) as raised:
+        cc.check("ct1d_basic", namespace["broken"])
+    message = str(raised.value)
+    assert "your code raised IndexError" in message
+    ending = f"in your code: {shown}, in broken\n    return input[..., 99] * scale"
+    assert message.endswith(ending), message
+    assert "course_checks" not in message
+
+
+@pytest.mark.slow
+def test_the_students_line_in_a_jupyter_kernel(tmp_path, venv_env):
+    """A real kernel (nbclient and ipykernel, as nbgrader runs a notebook): the error a test
+    cell shows ends with the answer cell's number, line and source."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    shutil.copy(REPO_ROOT / "autograder" / "course_checks.py", tmp_path)
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("import torch"),
+        nbformat.v4.new_code_cell(BROKEN_ANSWER),
+        nbformat.v4.new_code_cell('from course_checks import check\ncheck("ct1d_basic", broken)'),
+    ]
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", allow_errors=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )  # fmt: skip
+    client.execute(env=venv_env)
+    (error,) = [o for o in notebook.cells[2].outputs if o.output_type == "error"]
+    assert error.ename == "AssertionError"
+    assert error.evalue.endswith(
+        "in your code: Cell In[2], line 3, in broken\n    return input[..., 99] * scale"
+    ), error.evalue
+    shown = "\n".join(error.traceback)
+    assert "skipping hidden" in shown  # check()'s own frame is hidden in the traceback
+
+
 def test_compare_of_raising_cases():
     case = next(
         c
@@ -741,9 +908,34 @@ def _case2d(input, weight, bias=False, seed=5, **kwargs):
 
 CONV_MISTAKES = [
     # (case, the mutant's flags, words the diagnosis must contain)
-    (_case1d((2, 2, 4), (2, 3, 3), stride=2), {"flip": True}, "kernel is flipped"),
-    (_case2d((1, 2, 3, 3), (2, 1, 2, 3), stride=2), {"flip": True}, "kernel is flipped"),
+    (_case1d((2, 2, 4), (2, 3, 3), stride=2), {"flip": True}, "taps come out in reverse order"),
+    (_case2d((1, 2, 3, 3), (2, 1, 2, 3), stride=2), {"flip": True}, "in reverse order"),
     (_case1d((2, 3, 4), (3, 3, 2), padding=1), {"swap_channels": True}, "swapped"),
+    (
+        _case1d((2, 2, 4), (2, 3, 2), stride=2),
+        {"channel_memory": "reshaped"},
+        "reshape instead of transpose",
+    ),
+    (
+        _case2d((1, 4, 3, 3), (4, 3, 2, 2), groups=2),
+        {"channel_memory": "reshaped"},
+        "reshape instead of transpose",
+    ),
+    (
+        _case1d((1, 4, 4), (4, 3, 3), groups=2),
+        {"channel_memory": "transposed whole"},
+        "groups are split the wrong way",
+    ),
+    (
+        _case1d((1, 2, 4), (2, 2, 3), stride=3, padding=2, output_padding=2),
+        {"output_padding_mode": "window"},
+        "output_padding added at the start",
+    ),
+    (
+        _case1d((1, 2, 4), (2, 2, 3), True, stride=2, output_padding=1),
+        {"output_padding_mode": "window"},
+        "output_padding added at the start",
+    ),
     (_case1d((1, 2, 4), (2, 2, 3), stride=2, padding=1), {"padding_mode": "add"}, "padding added"),
     (
         _case1d((1, 2, 4), (2, 2, 3), stride=2, padding=1, output_padding=1),
@@ -832,7 +1024,29 @@ def _naive_with_coordinates(source_of):
     return interpolate
 
 
+def _naive_nearest_rounded(x, size):
+    """mode='nearest' on the last axis, the source index rounded instead of floored."""
+    n_in = x.shape[-1]
+    index = [min(round(j * n_in / size), n_in - 1) for j in range(size)]
+    return x[..., index]
+
+
 INTERP_MISTAKES = [
+    (
+        _interp_case((1, 2, 4), size=7),
+        lambda x: _naive_nearest_rounded(x, 7),
+        "the source index is rounded",
+    ),
+    (
+        _interp_case((1, 2, 5), size=9, mode="linear", align_corners=True),
+        lambda x: _naive_with_coordinates(lambda j, i, o: j * i / o)(x, 9),
+        "a wrong align_corners=True formula",
+    ),
+    (
+        _interp_case((1, 2, 5), size=9, mode="linear", align_corners=True),
+        lambda x: _naive_with_coordinates(lambda j, i, o: j * (i - 1) / o)(x, 9),
+        "your output reads input coordinate j·(W_in − 1)/W_out",
+    ),
     (
         _interp_case((1, 2, 5), size=9, mode="linear", align_corners=True),
         lambda x: naive_interpolate(x, size=9, mode="linear", align_corners=False),
@@ -968,6 +1182,36 @@ def test_the_public_cases_cover_the_plan():
     assert any(c.params["kwargs"].get("groups", 1) > 1 for c in conv)
     raising = [c for c in conv if _torch_should_raise(c)]
     assert {c.grade_id for c in raising} == {"ct1d_output_padding", "ct2d_output_padding"}
+
+
+def _allowed_only_by_dilation(arguments: dict, n: int) -> bool:
+    """stride <= output_padding < dilation along an axis: allowed, though not by stride."""
+    s, op, d = (
+        _as_tuple(arguments.get(k, v), n)
+        for k, v in (("stride", 1), ("output_padding", 0), ("dilation", 1))
+    )
+    return any(s[a] <= op[a] < d[a] for a in range(n))
+
+
+def test_every_rule_a_hidden_case_grades_has_a_visible_case():
+    """A rule graded only by hidden cases would cost points no visible check warned of."""
+    dilation_only = {
+        grade_id
+        for grade_id, cases in cc.PUBLIC_CASES.items()
+        for c in cases
+        if (c.target == "output_length" and _allowed_only_by_dilation(c.params["args"], 1))
+        or (
+            c.target.startswith("conv_transpose")
+            and _allowed_only_by_dilation(c.params["kwargs"], 1 if "1d" in c.target else 2)
+        )
+    }
+    assert {"ct1d_output_length", "ct1d_output_padding", "ct2d_output_padding"} <= dilation_only
+    for grade_id in hc._INTERPOLATE_REFUSALS:  # tests whose hidden draws include a refusal
+        assert any(_torch_should_raise(c) for c in cc.PUBLIC_CASES[grade_id]), grade_id
+        assert all(_torch_should_raise(hc.hidden_cases(grade_id, seed)[-1]) for seed in range(5))
+    output_size = [c for c in cc.PUBLIC_CASES["ct1d_module"] if "output_size" in c.params]
+    assert any(_torch_should_raise(c) for c in output_size)
+    assert any(not _torch_should_raise(c) for c in output_size)
 
 
 def test_resize_conv_and_coverage_mistakes_are_named():

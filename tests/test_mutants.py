@@ -45,6 +45,7 @@ class Mutant:
     loses: tuple[str, ...]  # tests that must fail
     keeps: tuple[str, ...] = ()  # tests that must still pass
     diagnosis: dict[str, str] = field(default_factory=dict)  # test -> text in a failing case
+    absent: tuple[str, ...] = ()  # texts no failing case may say (a wrong diagnosis)
 
 
 CT1 = "01_conv_transpose1d"
@@ -54,6 +55,11 @@ FLIP_1D = ("index[(taps * d) % s, last - (taps * d) // s] = taps",)
 SIGNATURE_1D = 's, p = single(stride, "stride"), single(padding, "padding")'
 LENGTH_1D = "L_out = output_length(W, w, s, p, op, d)"
 RETURN_1D = "    return y[0] if unbatched else y\n"
+CROP_1D = "y = y[:, :, start : start + L_out]"
+WEIGHT_AS_CONV_1D = "weight.reshape(groups, C_in // groups, C_out_g, w).transpose(1, 2)"
+#: What the reversed-taps diagnosis says, and what it once said of a kernel never flipped.
+REVERSED_TAPS = "taps come out in reverse order"
+FLIPPED = "the kernel is flipped"
 
 MUTANTS = [
     Mutant(
@@ -62,7 +68,8 @@ MUTANTS = [
         ((FLIP_1D[0], "index[(taps * d) % s, (taps * d) // s] = taps"),),
         loses=("ct1d_basic", "ct1d_channels_batch", "ct1d_stride", "ct1d_module"),
         keeps=("ct1d_output_length", "ct1d_matrix"),
-        diagnosis={"ct1d_basic": "kernel is flipped"},
+        diagnosis={"ct1d_basic": REVERSED_TAPS},
+        absent=(FLIPPED,),  # this kernel was never flipped
     ),
     Mutant(
         "kernel_flipped_twice_1d",
@@ -70,20 +77,32 @@ MUTANTS = [
         (("kernel = F.pad(weight.reshape(", "kernel = F.pad(weight.flip(-1).reshape("),),
         loses=("ct1d_basic", "ct1d_channels_batch", "ct1d_stride", "ct1d_gradients"),
         keeps=("ct1d_output_length", "ct1d_matrix"),
-        diagnosis={"ct1d_basic": "kernel is flipped", "ct1d_stride": "kernel is flipped"},
+        diagnosis={"ct1d_basic": REVERSED_TAPS, "ct1d_stride": REVERSED_TAPS},
     ),
     Mutant(
         "channels_swapped_in_weight_1d",
         CT1,
-        (
-            (
-                "weight.reshape(groups, C_in // groups, C_out_g, w).transpose(1, 2)",
-                "weight.reshape(groups, C_out_g, C_in // groups, w)",
-            ),
-        ),
+        ((WEIGHT_AS_CONV_1D, "weight.reshape(groups, C_out_g, C_in // groups, w)"),),
         loses=("ct1d_channels_batch", "ct1d_groups"),
         keeps=("ct1d_basic", "ct1d_output_length", "ct1d_matrix"),
-        diagnosis={"ct1d_channels_batch": "in_channels and out_channels are swapped"},
+        # Square channel blocks show a swap; others show the reshape that mixed them.
+        diagnosis={
+            "ct1d_channels_batch": "in_channels and out_channels are swapped",
+            "ct1d_stride": "reshape instead of transpose",
+        },
+    ),
+    Mutant(
+        "groups_split_after_a_whole_transpose_1d",
+        CT1,
+        (
+            (
+                WEIGHT_AS_CONV_1D,
+                "weight.transpose(0, 1).reshape(groups, C_out_g, C_in // groups, w)",
+            ),
+        ),
+        loses=("ct1d_groups",),
+        keeps=("ct1d_basic", "ct1d_channels_batch", "ct1d_stride", "ct1d_padding"),
+        diagnosis={"ct1d_groups": "the groups are split the wrong way"},
     ),
     Mutant(
         "padding_added_not_cropped_1d",
@@ -106,6 +125,15 @@ MUTANTS = [
         loses=("ct1d_output_padding",),
         keeps=("ct1d_basic", "ct1d_stride", "ct1d_padding", "ct1d_groups"),
         diagnosis={"ct1d_output_padding": "output_padding added at the start instead of the end"},
+    ),
+    Mutant(
+        "output_padding_by_moving_the_crop_window_1d",
+        CT1,
+        ((LENGTH_1D, LENGTH_1D + "\n    p, op = p - op, 0  # the window starts op earlier"),),
+        loses=("ct1d_output_padding",),
+        keeps=("ct1d_basic", "ct1d_stride", "ct1d_padding", "ct1d_groups"),
+        diagnosis={"ct1d_output_padding": "output_padding added at the start instead of the end"},
+        absent=("2·padding",),  # padding == output_padding makes it look like that too
     ),
     Mutant(
         "output_padding_on_both_sides_1d",
@@ -183,7 +211,7 @@ MUTANTS = [
         ),
         loses=("ct2d_basic", "ct2d_channels_batch", "ct2d_stride"),
         keeps=("ct2d_coverage_map",),
-        diagnosis={"ct2d_basic": "kernel is flipped"},
+        diagnosis={"ct2d_basic": REVERSED_TAPS},
     ),
     Mutant(
         "channels_swapped_in_weight_2d",
@@ -198,6 +226,39 @@ MUTANTS = [
         loses=("ct2d_channels_batch", "ct2d_groups"),
         keeps=("ct2d_basic", "ct2d_coverage_map"),
         diagnosis={"ct2d_channels_batch": "in_channels and out_channels are swapped"},
+    ),
+    Mutant(
+        "float32_step_in_float64_1d",
+        CT1,
+        ((CROP_1D, CROP_1D + ".float().to(x.dtype)"),),
+        loses=("ct1d_dtypes",),
+        keeps=("ct1d_basic", "ct1d_stride", "ct1d_padding", "ct1d_output_length"),
+        diagnosis={"ct1d_dtypes": "the result looks like it went through float32"},
+    ),
+    Mutant(
+        "float32_bias_in_float64_1d",
+        CT1,
+        (("else bias.repeat_interleave(s)", "else bias.float().repeat_interleave(s)"),),
+        loses=("ct1d_dtypes",),
+        keeps=("ct1d_basic", "ct1d_channels_batch", "ct1d_stride", "ct1d_output_length"),
+        diagnosis={"ct1d_dtypes": "torch refused to mix float32 and float64 tensors"},
+    ),
+    Mutant(
+        "one_too_long_in_the_gradient_test_1d",
+        CT1,
+        ((RETURN_1D, "    y = F.pad(y, (0, 1))\n" + RETURN_1D),),
+        loses=("ct1d_gradients",),
+        keeps=("ct1d_output_length", "ct1d_matrix"),
+        diagnosis={"ct1d_gradients": "output shape: expected"},
+        absent=("autograd could not differentiate",),
+    ),
+    Mutant(
+        "module_ignores_output_size",
+        CT1,
+        (("        if output_size is not None:\n", "        if False:\n"),),
+        loses=("ct1d_module",),
+        keeps=("ct1d_basic", "ct1d_stride", "ct1d_output_padding"),
+        diagnosis={"ct1d_module": "output_size ignored"},
     ),
     Mutant(
         "coverage_map_one_too_long",
@@ -235,6 +296,59 @@ MUTANTS = [
         ),
         loses=("interp_bilinear_scale", "interp_bilinear_size", "interp_linear"),
         diagnosis={"interp_bilinear_scale": "the scale is used the wrong way round"},
+    ),
+    Mutant(
+        "nearest_index_rounded",
+        ITP,
+        (("return position.floor().long()", "return position.round().long()"),),
+        loses=("interp_nearest_scale", "interp_nearest_size"),
+        keeps=("interp_linear", "interp_bilinear_size", "interp_align_corners"),
+        diagnosis={"interp_nearest_scale": "the source index is rounded"},
+        absent=("the scale is used the wrong way round",),
+    ),
+    Mutant(
+        "align_corners_without_the_minus_ones",
+        ITP,
+        (
+            (
+                "return torch.tensor(n_in - 1, dtype=dtype) / (n_out - 1)",
+                "return torch.tensor(n_in, dtype=dtype) / n_out",
+            ),
+        ),
+        loses=("interp_align_corners", "interp_linear"),
+        keeps=("interp_nearest_size", "interp_nearest_scale", "interp_bilinear_scale"),
+        diagnosis={"interp_align_corners": "a wrong align_corners=True formula"},
+    ),
+    Mutant(
+        "interpolate_never_raises",
+        ITP,
+        (
+            (
+                "    if size is not None and scale_factor is not None:\n        raise",
+                "    if False:\n        raise",
+            ),
+            (
+                "    if size is None and scale_factor is None:\n        raise",
+                "    if False:\n        raise",
+            ),
+            (
+                "        if align_corners is not None:\n            raise",
+                "        if False:\n            raise",
+            ),
+            (
+                "    if mode in linear_modes and input.dim() != linear_modes[mode]:\n        raise",
+                "    if False:\n        raise",
+            ),
+        ),
+        # Each of these tests has a visible case where torch raises, not only hidden ones.
+        loses=(
+            "interp_nearest_size",
+            "interp_nearest_scale",
+            "interp_linear",
+            "interp_bilinear_size",
+        ),
+        keeps=("interp_bilinear_scale", "interp_align_corners", "interp_resize_conv"),
+        diagnosis={"interp_nearest_scale": "torch raises here"},
     ),
     Mutant(
         "output_size_one_too_many",
@@ -341,11 +455,43 @@ def test_mutant_loses_points_and_is_diagnosed(mutant):
             f"{mutant.name}: no failing case of {grade_id} says {text!r}:\n"
             + "\n".join(messages[:4])
         )
+    for text in mutant.absent:
+        wrong = [m for o in outcomes.values() for m in o.messages if text in m]
+        assert not wrong, f"{mutant.name}: a failing case says {text!r}:\n{wrong[0]}"
+
+
+#: Bugs only a rule of the text catches: the visible cases alone must catch them, in
+#: every test named (else a student loses the points in hidden cases with no warning).
+VISIBLE_ONLY = [
+    Mutant(
+        "output_padding_limited_by_stride_only_1d",  # dilation forgotten in the rule
+        CT1,
+        (("if output_padding >= max(stride, dilation):", "if output_padding >= stride:"),),
+        loses=("ct1d_output_length", "ct1d_output_padding"),
+    ),
+    Mutant(
+        "output_padding_limited_by_stride_only_2d",
+        CT2,
+        (("if op >= max(s, d):", "if op >= s:"),),
+        loses=("ct2d_output_padding",),
+    ),
+    next(mutant for mutant in MUTANTS if mutant.name == "interpolate_never_raises"),
+]
+
+
+@pytest.mark.parametrize("mutant", VISIBLE_ONLY, ids=[m.name for m in VISIBLE_ONLY])
+def test_the_visible_cases_alone_catch_it(mutant):
+    namespace = namespace_of(mutate(answer_cells(mutant.assignment), mutant.edits), mutant.name)
+    for grade_id in mutant.loses:
+        target = namespace[course_checks.GRADE_IDS[grade_id].target]
+        cases = course_checks.PUBLIC_CASES[grade_id]
+        verdicts = [course_checks.grade_case(case, target) for case in cases]
+        assert not all(v.passed for v in verdicts), f"{grade_id}: no visible case catches it"
 
 
 #: Mutants also graded by the CI grader, in one batch: (mutant, test, text in its output).
 CLI_MUTANTS = [
-    ("kernel_not_flipped_1d", "ct1d_basic", "kernel is flipped"),
+    ("kernel_not_flipped_1d", "ct1d_basic", REVERSED_TAPS),
     ("padding_added_not_cropped_1d", "ct1d_padding", "padding added around the output"),
     ("output_padding_at_the_start_1d", "ct1d_output_padding", "output_padding added at the start"),
 ]
