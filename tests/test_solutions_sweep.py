@@ -13,7 +13,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from autograder.course_checks import GRADE_IDS, Case, grade_case
 from autograder.hidden_cases import hidden_cases
@@ -176,3 +180,88 @@ def test_sweep_can_fail(answers):
         c for c in conv_sweep(1, random.Random(0)) if c.params["kwargs"]["stride"] not in (1, (1,))
     ]
     assert failures(cases[:10], ignores_stride)
+
+
+def test_the_answers_take_the_integral_values_torch_takes(answers):
+    """NumPy integers, 1-sequences (expanded for 2-d parameters) and lists: what torch
+    takes, the answers take, with torch's result; a float stride both refuse."""
+    one, two, three = (answers[a] for a in NOTEBOOKS)
+    i = np.int64
+    x1, w1 = torch.randn(2, 2, 5), torch.randn(2, 3, 3)
+    for kwargs in (
+        {"stride": i(2), "padding": (i(1),), "dilation": [2], "groups": i(1)},
+        {"stride": (3,), "output_padding": i(1), "groups": i(2)},
+    ):
+        expected = F.conv_transpose1d(x1, w1, **kwargs)
+        torch.testing.assert_close(one["conv_transpose1d"](x1, w1, **kwargs), expected)
+    assert one["output_length"](i(5), i(3), stride=i(2), output_padding=i(1)) == 12
+    with pytest.raises(TypeError):
+        F.conv_transpose1d(x1, w1, stride=2.0)
+    with pytest.raises(ValueError):
+        one["conv_transpose1d"](x1, w1, stride=2.0)
+    x2, w2 = torch.randn(1, 2, 3, 4), torch.randn(2, 1, 2, 3)
+    for kwargs in (
+        {"stride": (2,), "padding": i(1), "dilation": (i(1), 2)},
+        {"stride": [i(2), 3], "output_padding": (1,), "groups": i(2)},
+    ):
+        expected = F.conv_transpose2d(x2, w2, **kwargs)
+        torch.testing.assert_close(two["conv_transpose2d"](x2, w2, **kwargs), expected)
+    kernel = torch.randn(3)
+    matrix = F.conv1d(torch.eye(6)[:, None, :], kernel[None, None])[:, 0, :].T
+    torch.testing.assert_close(one["conv1d_matrix"](kernel, i(6)), matrix)
+    taps = F.conv_transpose2d(torch.ones(1, 1, 3, 3), torch.ones(1, 1, 2, 2), stride=2)
+    assert torch.equal(two["coverage_map"]((i(2),), i(2), [3, i(3)]), taps[0, 0].long())
+    image = torch.randn(1, 2, 4, 5)
+    for kwargs in ({"size": i(7)}, {"size": (i(3), 8), "mode": "bilinear"}):
+        ours = three["interpolate"](image, **kwargs)
+        torch.testing.assert_close(ours, F.interpolate(image, **kwargs))
+
+
+def test_the_module_takes_what_nn_conv_transpose1d_takes(answers):
+    """Constructor arguments as NumPy integers and 1-tuples, and forward's output_size."""
+    i = np.int64
+    args = (i(2), i(4), (3,))
+    kwargs = {"stride": (i(2),), "padding": i(1), "groups": i(2), "dilation": [1]}
+    ours, theirs = (
+        answers["01_conv_transpose1d"]["ConvTranspose1d"](*args, **kwargs),
+        nn.ConvTranspose1d(*args, **kwargs),
+    )
+    assert ours.weight.shape == theirs.weight.shape
+    with torch.no_grad():
+        ours.weight.copy_(theirs.weight)
+        ours.bias.copy_(theirs.bias)
+    x = torch.randn(3, 2, 5)
+    for output_size in (None, [9], [10], (3, 4, 10), torch.Size([3, 4, 9])):
+        torch.testing.assert_close(
+            ours(x, output_size=output_size), theirs(x, output_size=output_size)
+        )
+    for output_size in ([8], [11], [4, 10]):
+        with pytest.raises(ValueError):
+            theirs(x, output_size=output_size)
+        with pytest.raises(ValueError):
+            ours(x, output_size=output_size)
+
+
+@pytest.mark.parametrize(
+    ("mode", "align_corners"),
+    [
+        ("bilinear", False),
+        ("bilinear", True),
+        ("bicubic", False),
+        ("bicubic", True),
+        ("linear", False),
+    ],
+)
+def test_a_large_float32_resize_matches_torch_within_its_own_tolerance(
+    answers, mode, align_corners
+):
+    """345x456 -> 270x270 in float32: the source coordinates rounded as torch's kernels
+    round them, every element within torch.testing's float32 tolerance of torch's."""
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(1, 3, 345, 456, generator=generator)
+    size: tuple[int, ...] = (270, 270)
+    if mode == "linear":
+        image, size = image[0], (270,)
+    kwargs = {"size": size, "mode": mode, "align_corners": align_corners}
+    expected = F.interpolate(image, **kwargs)
+    torch.testing.assert_close(answers["03_interpolate"]["interpolate"](image, **kwargs), expected)
