@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="progress bar on stderr (auto: only on a terminal)",
     )
+    grade.add_argument(
+        "--feedback-shows-hidden",
+        action="store_true",
+        help="the feedback pages show the hidden cases' calls, messages and figures (default: "
+        "only their verdict and likely bug; allow it once the grades are published)",
+    )
     _common(grade)
 
     check = commands.add_parser("check", help="a student's self-check: public cases only")
@@ -178,6 +184,7 @@ def run_grade(args: argparse.Namespace) -> int:
         sandbox_mode=args.sandbox,
         seed=args.seed,
         force=args.force,
+        feedback_shows_hidden=args.feedback_shows_hidden,
     )
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     start = time.monotonic()

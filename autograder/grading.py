@@ -631,6 +631,7 @@ class CaseResult:
     diagnosis: str | None = None
     kernel: str | None = None
     hidden: bool = False  # a hidden case: its call is shown only once the grades are out
+    evidence: Any = None  # a failed case's feedback.Evidence: what its feedback page draws
 
 
 #: Where a test's hidden cases go in its results.json entry: its ``extra_data``, which
@@ -717,12 +718,18 @@ def judge_case(
     message = _clip(verdict.message)
     if trace and not verdict.passed:
         message += "\n" + trace
+    found = None
+    if not verdict.passed:  # torch's outputs and the student's are in hand only here
+        from autograder import feedback
+
+        found = feedback.evidence(item.expected, actual, trace)
     return CaseResult(
         bool(verdict.passed),
         describe,
         message,
         getattr(verdict, "diagnosis", None),
         kernel or None,
+        evidence=found,
     )
 
 
@@ -734,6 +741,8 @@ class SubmissionResult:
     score: float
     max_score: float
     skipped: bool = False
+    tests: list[Any] | None = None  # feedback.TestFeedback per test: what its page shows
+    page: str | None = None  # its feedback page, once written
 
 
 def _result_json(
@@ -782,6 +791,7 @@ class Grader:
         sandbox_mode: str = "auto",
         seed: int | None = None,
         force: bool = False,
+        feedback_shows_hidden: bool = False,
     ):
         self.release = release
         self.checks = checks
@@ -795,6 +805,8 @@ class Grader:
         self.term = term_module.load() if seed is None else term_module.Term("--seed", {})
         self.seed = seed
         self.force = force
+        # The instructor's choice: hidden cases' calls and figures on the feedback pages.
+        self.feedback_shows_hidden = feedback_shows_hidden
         self.work_root = Path(tempfile.mkdtemp(prefix="autograder-"))
         os.chmod(self.work_root, 0o711)
         self.grader_dir = self.work_root / "grader"
@@ -886,7 +898,7 @@ class Grader:
 
         cells = nb.student_code(notebook, self.release.notebook(assignment))
         findings = static_scan.scan_cells(cells)
-        outcome, tests, notes = self._run_job(worker, plan, cells)
+        outcome, tests, notes, checked = self._run_job(worker, plan, cells)
         release_nb = self.release.notebook(assignment)
         extra["blank"] = [c.source for c in cells] == [
             c.source for c in nb.student_code(release_nb, release_nb)
@@ -926,7 +938,9 @@ class Grader:
                 0,
                 sum(t.points for t in plan.tests),
             )
-        return self._finish(submission, plan, student, tests, output, extra, start)
+        finished = self._finish(submission, plan, student, tests, output, extra, start)
+        finished.tests = checked
+        return finished
 
     def _run_job(self, worker: sandbox.Worker, plan: Plan, cells: list[nb.CodeCell]):
         """Run one submission in ``worker``; on a fault of the sandbox (not of the
@@ -935,13 +949,13 @@ class Grader:
         for _attempt in range(2):
             outcome = worker.run(secrets.token_hex(8), payload, plan.cases_blob, self.limits)
             try:
-                tests, notes = self._collect(plan, worker.job_dir, outcome)
+                tests, notes, checked = self._collect(plan, worker.job_dir, outcome)
             finally:
                 worker.clear_job()  # outputs and cells gone from the disk at once
             if not (outcome.worker_error or outcome.unprotected) or self.stopping:
                 break
             worker.kill()
-        return outcome, tests, notes
+        return outcome, tests, notes, checked
 
     def _refused(self, submission: Submission) -> SubmissionResult:
         """A submission that discovery refused: "not graded", nothing of it read or run."""
@@ -1122,7 +1136,18 @@ class Grader:
                 else:
                     lines.append(_case_line(result))
             tests.append(self._test_json(test, passed, lines, results))
-        return tests, notes
+        from autograder import feedback
+
+        checked = [
+            feedback.TestFeedback(
+                t.grade_id,
+                _test_title(t),
+                [plan.setup_errors[t.grade_id]] if t.grade_id in plan.setup_errors else [],
+                by_test.get(t.grade_id, []),
+            )
+            for t in plan.tests
+        ]
+        return tests, notes, checked
 
     def _finish(self, submission, plan, student, tests, output, extra, start) -> SubmissionResult:
         score = sum(t["score"] for t in tests)
@@ -1185,8 +1210,8 @@ class Grader:
             if self.stopping:
                 return index  # interrupted: a result of a killed sandbox is not a grade
             path = self.results_path(submissions[index])
-            if path is not None and not result.skipped:
-                write_atomic(path, json.dumps(result.results, indent=1) + "\n")
+            if path is not None:
+                self._write_results(path, result)
             results[index] = result
             return index
 
@@ -1218,8 +1243,27 @@ class Grader:
         for submission, result in zip(submissions, results, strict=True):
             path = self.results_path(submission)
             if path is not None and result is not None and not result.skipped:
-                write_atomic(path, json.dumps(result.results, indent=1) + "\n")
+                self._write_results(path, result)
         return [r for r in results if r is not None]
+
+    def _write_results(self, path: Path, result: SubmissionResult) -> None:
+        """``results.json`` and, beside it, the feedback page: drawn once, then written from
+        memory again at the end (outside bubblewrap a submission could replace either). A
+        result unchanged since an earlier run keeps its page, or gets one from its results."""
+        from autograder import feedback
+
+        page = path.with_name(feedback.PAGE_NAME)
+        if result.skipped:
+            if result.page is None and not page.is_file():
+                result.page = feedback.page_for(result.results, None, self.feedback_shows_hidden)
+                write_atomic(page, result.page)
+            return
+        write_atomic(path, json.dumps(result.results, indent=1) + "\n")
+        if result.page is None:
+            shows_hidden = self.feedback_shows_hidden
+            result.page = feedback.page_for(result.results, result.tests, shows_hidden)
+            result.tests = None  # drawn: the arrays it kept are no longer needed
+        write_atomic(page, result.page)
 
     def close(self) -> None:
         self.stopping = True

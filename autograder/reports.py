@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autograder import feedback
 from autograder.grading import printable, write_atomic
 
 #: A spreadsheet reads a cell starting with one of these as a formula (or may).
@@ -323,10 +324,33 @@ def summary_markdown(rows: list[Row], title: str = "Autograder results") -> str:
     return "\n".join(lines) + "\n"
 
 
+def feedback_index(rows: list[Row], out_dir: Path) -> str:
+    """The TA's ``feedback.html``: each notebook's score, a relative link to its page
+    beside its ``results.json`` (when there is one), and why it needs a look."""
+    reasons = not_graded_reasons(rows)
+    entries = []
+    for row in sorted(rows, key=lambda r: (r.student, r.assignment, r.rel)):
+        graded = row.rel not in reasons
+        page = f"{row.rel}/{feedback.PAGE_NAME}"
+        entries.append(
+            feedback.SummaryEntry(
+                row.student,
+                row.assignment,
+                _number(row.score) if graded else "not graded",
+                _number(row.max_score) if graded else "",
+                page if (out_dir / page).is_file() else None,
+                "; ".join(_reasons_to_look(row, reasons.get(row.rel))),
+            )
+        )
+    return feedback.summary_page(entries)
+
+
 def write_reports(rows: list[Row], out_dir: Path) -> None:
-    """``grades.csv`` and ``summary.md`` in ``out_dir`` (each written atomically)."""
+    """``grades.csv``, ``summary.md`` and the index of the feedback pages, ``feedback.html``,
+    in ``out_dir`` (each written atomically)."""
     write_atomic(out_dir / "grades.csv", grades_csv(rows))
     write_atomic(out_dir / "summary.md", summary_markdown(rows))
+    write_atomic(out_dir / feedback.PAGE_NAME, feedback_index(rows, out_dir))
 
 
 def merge(sources: list[Path], out_dir: Path) -> list[Row]:
@@ -339,6 +363,13 @@ def merge(sources: list[Path], out_dir: Path) -> list[Row]:
             if origin.resolve() != target.resolve():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(origin, target)
+                # Its feedback page goes with it (a link is not followed); none: none.
+                page = target.with_name(feedback.PAGE_NAME)
+                origin_page = origin.with_name(feedback.PAGE_NAME)
+                if origin_page.is_file() and not origin_page.is_symlink():
+                    shutil.copyfile(origin_page, page)
+                else:
+                    page.unlink(missing_ok=True)
             rows[row.rel] = row
     merged = [rows[key] for key in sorted(rows)]
     write_reports(merged, out_dir)
