@@ -36,6 +36,7 @@ import math
 import os
 import re
 import sys
+import sysconfig
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -109,8 +110,8 @@ def _grade_ids() -> dict[str, GradeId]:
         ("interp_dtypes", itp, "interpolate", 5, "float32/float64, non-square sizes"),
         ("interp_gradients", itp, "interpolate", 10, "gradient of the input"),
         ("interp_resize_conv", itp, "ResizeConv2d", 10, "interpolation then Conv2d"),
-        ("interp_bicubic", itp, "interpolate", 5, "mode='bicubic' (bonus)"),
-        ("interp_nearest_exact", itp, "interpolate", 5, "mode='nearest-exact' (bonus)"),
+        ("interp_bicubic", itp, "interpolate", 5, "mode='bicubic'"),
+        ("interp_nearest_exact", itp, "interpolate", 5, "mode='nearest-exact'"),
     ]
     return {gid: GradeId(a, t, pts, s) for gid, a, t, pts, s in table}
 
@@ -166,7 +167,8 @@ class Case:
       [``note``].
     * output_length: ``args`` (L, kernel_size, and the keyword arguments).
     * conv1d_matrix: ``kernel_length``, ``input_length``, ``dtype``, [``values``].
-    * ConvTranspose1d: ``init`` (the constructor's arguments), ``input``, ``dtype``, [``grad``].
+    * ConvTranspose1d: ``init`` (the constructor's arguments), ``input``, ``dtype``, [``grad``],
+      [``output_size``: also passed to ``forward``, as torch's ``output_size`` argument].
     * coverage_map: ``kernel_size``, ``stride``, ``input_size`` (int or pair).
     * interpolate: ``input``, ``kwargs``, ``dtype``, [``grad``], [``values``].
     * ResizeConv2d: ``init`` ([in_channels, out_channels]), ``input``, ``dtype``.
@@ -205,7 +207,10 @@ class Case:
             init = dict(p["init"])
             head = [str(init.pop(k)) for k in ("in_channels", "out_channels", "kernel_size")]
             args = head + [f"{k}={_fmt(v)}" for k, v in init.items()]
-            text = f"ConvTranspose1d({', '.join(args)})(input {_shape(p['input'])}{dtype_note})"
+            call = f"input {_shape(p['input'])}{dtype_note}"
+            if "output_size" in p:
+                call += f", output_size={list(p['output_size'])}"
+            text = f"ConvTranspose1d({', '.join(args)})({call})"
         elif self.target == "coverage_map":
             text = (
                 f"coverage_map(kernel_size={_fmt(p['kernel_size'])}, stride={_fmt(p['stride'])}, "
@@ -399,6 +404,8 @@ def _public_cases() -> dict[str, list[Case]]:
         _ol(5, 4, stride=3, padding=1, output_padding=2),
         _ol(3, 3, stride=2, padding=1, output_padding=1, dilation=2),
         _ol(6, 2, padding=1, dilation=3),
+        _ol(4, 3, output_padding=1, dilation=2),  # stride <= output_padding < dilation: fine
+        _ol(3, 2, stride=2, output_padding=2, dilation=3),
         _ol(4, 3, stride=2, output_padding=2),  # output_padding >= max(stride, dilation): raises
         _ol(2, 3, padding=3),  # non-positive length: raises
         # --- 01: conv1d_matrix -------------------------------------------------------
@@ -590,6 +597,26 @@ def _public_cases() -> dict[str, list[Case]]:
             seed=38,
             grad=True,
         ),
+        _mod(
+            {"in_channels": 2, "out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1},
+            (1, 2, 4),
+            seed=124,
+            output_size=[8],
+            note="Conv1d(..., stride=2, padding=1) maps lengths 7 and 8 to 4: output_size picks",
+        ),
+        _mod(
+            {"in_channels": 1, "out_channels": 3, "kernel_size": 4, "stride": 3},
+            (2, 1, 5),
+            seed=125,
+            grad=True,
+            output_size=[2, 3, 18],
+        ),
+        _mod(
+            {"in_channels": 2, "out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1},
+            (1, 2, 4),
+            seed=126,
+            output_size=[9],
+        ),  # raises: only lengths 7 and 8 are reachable
         # --- 02: conv_transpose2d ----------------------------------------------------
         _ct2("ct2d_basic", (1, 1, 3, 3), (1, 1, 2, 2), seed=40, ints=True),
         _ct2("ct2d_basic", (1, 1, 2, 3), (1, 1, 3, 2), seed=41),
@@ -639,6 +666,14 @@ def _public_cases() -> dict[str, list[Case]]:
             (1, 1, 3, 3),
             seed=55,
             kwargs={"stride": (2, 3), "padding": 1, "output_padding": (0, 2)},
+        ),
+        _ct2(
+            "ct2d_output_padding",
+            (1, 1, 3, 2),
+            (1, 2, 2, 2),
+            seed=118,
+            kwargs={"padding": 1, "dilation": (2, 3), "output_padding": (1, 2)},
+            note="stride <= output_padding < dilation: allowed",
         ),
         _ct2(
             "ct2d_output_padding",
@@ -733,6 +768,15 @@ def _public_cases() -> dict[str, list[Case]]:
             "interp_nearest_size", (1, 1, 2, 3), seed=83, kwargs={"size": (3, 5), "mode": "nearest"}
         ),
         _itp(
+            "interp_nearest_size",
+            (1, 1, 2, 2),
+            seed=119,
+            kwargs={"size": 4, "align_corners": False},
+        ),  # raises: align_corners with a nearest mode
+        _itp(
+            "interp_nearest_size", (1, 1, 2, 2), seed=120, kwargs={"size": 4, "scale_factor": 2}
+        ),  # raises: both size and scale_factor
+        _itp(
             "interp_nearest_scale",
             (1, 1, 2, 2),
             values={"input": _LECTURE_2X2},
@@ -743,6 +787,13 @@ def _public_cases() -> dict[str, list[Case]]:
         _itp("interp_nearest_scale", (2, 1, 4), seed=85, kwargs={"scale_factor": 1.5}),
         _itp("interp_nearest_scale", (1, 1, 2, 3), seed=86, kwargs={"scale_factor": (2.0, 3.0)}),
         _itp("interp_nearest_scale", (1, 1, 4, 4), seed=87, kwargs={"scale_factor": 0.5}),
+        _itp(
+            "interp_nearest_scale",
+            (1, 1, 2, 2),
+            seed=121,
+            kwargs={"scale_factor": 2, "mode": "nearest-exact", "align_corners": True},
+        ),  # raises: align_corners with a nearest mode
+        _itp("interp_nearest_scale", (1, 1, 2, 2), seed=127, kwargs={"mode": "nearest"}),  # raises
         _itp("interp_linear", (1, 2, 4), seed=88, kwargs={"size": 7, "mode": "linear"}),
         _itp(
             "interp_linear",
@@ -758,6 +809,9 @@ def _public_cases() -> dict[str, list[Case]]:
             kwargs={"scale_factor": 2.5, "mode": "linear", "align_corners": True},
         ),
         _itp("interp_linear", (1, 1, 6), seed=91, kwargs={"size": 4, "mode": "linear"}),
+        _itp(
+            "interp_linear", (1, 1, 2, 3), seed=122, kwargs={"size": 4, "mode": "linear"}
+        ),  # raises: linear needs a 3-d input
         _itp(
             "interp_bilinear_size",
             (1, 1, 2, 2),
@@ -777,6 +831,9 @@ def _public_cases() -> dict[str, list[Case]]:
             seed=94,
             kwargs={"size": (4, 3), "mode": "bilinear"},
         ),
+        _itp(
+            "interp_bilinear_size", (1, 2, 5), seed=123, kwargs={"size": 7, "mode": "bilinear"}
+        ),  # raises: bilinear needs a 4-d input
         _itp(
             "interp_bilinear_scale",
             (1, 1, 2, 2),
@@ -1033,6 +1090,14 @@ def _torch_forward(case: Case, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     if case.target in _CONV_TARGETS:
         fn = F.conv_transpose1d if case.target == "conv_transpose1d" else F.conv_transpose2d
         return fn(inputs["input"], inputs["weight"], inputs.get("bias"), **_call_kwargs(case))
+    if case.target == "ConvTranspose1d" and "output_size" in p:
+        # torch's own module picks the output_padding that gives output_size (or raises).
+        init = {k: _as_call_value(v) for k, v in p["init"].items()}
+        module = nn.ConvTranspose1d(**init, device="meta")
+        parameters = {k: inputs[k] for k in ("weight", "bias") if k in inputs}
+        return torch.func.functional_call(
+            module, parameters, (inputs["input"],), {"output_size": list(p["output_size"])}
+        )
     if case.target == "ConvTranspose1d":
         init = {
             k: v
@@ -1857,6 +1922,10 @@ def _student_grads(
         # No gradient at all: compare accepts that only where torch's gradients are all zero
         # (an output no input reaches), and otherwise explains it.
         return {}
+    if tuple(out.shape) != tuple(grad_output.shape):
+        # The upstream gradient has torch's output shape: autograd would only say it does
+        # not fit. compare reports the output's shape, which is the student's bug.
+        return {}
     names = list(wrt)
     try:
         grads = guard.gradients(out, [wrt[n] for n in names], grad_output)
@@ -1994,7 +2063,10 @@ def _run_module(case, implementation, x, guard) -> dict[str, Any]:
             _COPY(bias, x["bias"])
     if p.get("grad"):
         _REQUIRES_GRAD_(x["input"], True)
-    out = module(x["input"])
+    if "output_size" in p:
+        out = module(x["input"], output_size=list(p["output_size"]))
+    else:
+        out = module(x["input"])
     outputs["output"] = _frozen(out)
     if p.get("grad"):
         wrt = {"input": x["input"], "weight": weight}
@@ -2092,20 +2164,39 @@ def _tolerance(dtype: torch.dtype, expected: list) -> tuple[float, float]:
 
 @dataclass
 class _Mismatch:
-    """Where two tensors differ most, and whether any value is out of tolerance."""
+    """Where two tensors differ most, whether any value is out of tolerance, and the
+    tolerance: |actual − expected| ≤ atol + rtol·|expected| per value."""
 
     error: float
     where: tuple[int, ...]
     expected: float
     actual: float
     bad: bool
+    atol: float = 0.0
+    rtol: float = 0.0
+
+    def tolerance_text(self) -> str:
+        """The rule the values were held to, with the numbers of the worst value."""
+        if not self.atol and not self.rtol:
+            return "the values must be exact"
+        allowed = self.atol + self.rtol * abs(self.expected)
+        return (
+            f"tolerance atol + rtol·|expected| = {self.atol:.3g} + {self.rtol:.0e}·"
+            f"{abs(self.expected):.6g} = {allowed:.3g} there"
+        )
 
 
-def _closeness(expected: torch.Tensor, actual: torch.Tensor, slack: float = 1.0) -> _Mismatch:
-    """Largest absolute error and whether any value is out of tolerance, in plain Python."""
+def _closeness(
+    expected: torch.Tensor,
+    actual: torch.Tensor,
+    slack: float = 1.0,
+    dtype: torch.dtype | None = None,
+) -> _Mismatch:
+    """Largest absolute error and whether any value is out of tolerance (that of ``dtype``,
+    by default the expected tensor's), in plain Python."""
     e_vals, a_vals = _values(expected), _values(actual)
-    atol, rtol = _tolerance(expected.dtype, e_vals)
-    worst = _Mismatch(-1.0, (), 0.0, 0.0, False)
+    atol, rtol = _tolerance(dtype or expected.dtype, e_vals)
+    worst = _Mismatch(-1.0, (), 0.0, 0.0, False, slack * atol, slack * rtol)
     worst_index = 0
     for i, (e, a) in enumerate(zip(e_vals, a_vals, strict=True)):
         e, a = float(e), float(a)
@@ -2160,18 +2251,22 @@ def compare(
     """
     call = case.describe()
     if isinstance(actual, ForbiddenKernelError):
-        return Verdict(False, f"{call}: {actual}", f"forbidden kernel {actual.kernel}")
+        message = f"{call}: {actual}{_student_line(actual)}"
+        return Verdict(False, message, f"forbidden kernel {actual.kernel}")
     if isinstance(actual, BaseException):
         text = str(actual).strip()
         raised = type(actual).__name__ + (f": {text.splitlines()[0]}" if text else "")
         if not expected:
             return Verdict(True, f"{call}: raises ({raised}), as torch does")
         shape = tuple(expected["output"].shape) if "output" in expected else None
-        return Verdict(
-            False,
+        message = (
             f"{call}: your code raised {raised}; torch returns "
-            f"{'shape ' + str(shape) if shape is not None else 'a result'}",
+            f"{'shape ' + str(shape) if shape is not None else 'a result'}"
         )
+        explanation = _error_hint(case, text)
+        if explanation:
+            message += f"\n  likely bug: {explanation}"
+        return Verdict(False, message + _student_line(actual), explanation)
     if not expected:
         reason = _torch_error(case, inputs) or "an error"
         got = actual.get("output") if isinstance(actual, dict) else actual
@@ -2220,11 +2315,111 @@ def compare(
     return Verdict(True, f"{call}: ok")
 
 
+def _error_hint(case: Case, text: str) -> str | None:
+    """What an error of torch's, raised inside the student's code, means for this case."""
+    mixed = re.search(r"dtype|scalar type|type \(|Tensor\)", text) and (
+        re.search(r"double", text, re.IGNORECASE) and re.search(r"float(?!64)", text, re.IGNORECASE)
+    )
+    if mixed:
+        dtype = case.params.get("dtype", "float32")
+        culprits = (
+            "torch.zeros, torch.ones, torch.arange and torch.tensor of Python floats give "
+            "float32 unless told otherwise"
+            if dtype == "float64"
+            else "a .double(), or a tensor made from NumPy values, is float64"
+        )
+        return (
+            "torch refused to mix float32 and float64 tensors in one operation: this "
+            f"case's tensors are {dtype}, and a tensor your code made is in the other dtype "
+            f"({culprits}). Make each with dtype=input.dtype."
+        )
+    return None
+
+
+def _student_line(error: BaseException) -> str:
+    """Where the student's code raised: the deepest frame of it under the graded call
+    (cell and line, as Jupyter names them, and the line's source), or ''."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [i for i, frame in enumerate(frames) if _is_this_file(frame.filename)]
+    if not ours:  # not raised under a graded call of this process (the CI grader's copy)
+        return ""
+    theirs = [frame for frame in frames[ours[0] + 1 :] if not _library_file(frame.filename)]
+    if not theirs:
+        return ""
+    frame = theirs[-1]
+    where = f"{_cell_name(frame.filename, frame.lineno)}, in {frame.name}"
+    source = (frame.line or "").strip()
+    return f"\n  in your code: {where}" + (f"\n    {source}" if source else "")
+
+
+def _site_packages() -> list[str]:
+    import site
+
+    with contextlib.suppress(AttributeError):  # a virtualenv's old site module lacks it
+        return list(site.getsitepackages())
+    return []
+
+
+_THIS_FILE = os.path.realpath(__file__) if "__file__" in globals() else ""
+_LIBRARY_DIRS = tuple(
+    {
+        os.path.realpath(path)
+        for path in (
+            os.path.dirname(torch.__file__),
+            *(sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib")),
+            sysconfig.get_paths()["platlib"],
+            *_site_packages(),
+        )
+    }
+)
+
+
+def _is_this_file(filename: str) -> bool:
+    return bool(_THIS_FILE) and os.path.realpath(filename) == _THIS_FILE
+
+
+def _library_file(filename: str) -> bool:
+    """This file, torch's, Python's own or an installed package's: not the student's."""
+    if filename.startswith("<frozen") or _is_this_file(filename):
+        return True
+    path = os.path.realpath(filename) if not filename.startswith("<") else filename
+    return path.startswith(tuple(directory + os.sep for directory in _LIBRARY_DIRS))
+
+
+def _cell_name(filename: str, line: int | None) -> str:
+    """``Cell In[4], line 12`` for a Jupyter cell (as IPython names it), else the file's."""
+    shell = None
+    if "IPython" in sys.modules:
+        with contextlib.suppress(Exception):
+            shell = sys.modules["IPython"].get_ipython()
+    named = None
+    if shell is not None:
+        with contextlib.suppress(Exception):
+            named = shell.compile.format_code_name(filename)
+    if named:
+        return f"{named[0]} {named[1]}, line {line}"
+    old_style = re.match(r"<ipython-input-(\d+)-", filename)
+    if old_style:
+        return f"Cell In[{old_style.group(1)}], line {line}"
+    return f'File "{filename}", line {line}'
+
+
 def _raise_hint(case: Case) -> str:
+    if "output_size" in case.params:
+        return (
+            " Raise an error (ValueError) when no output_padding from 0 to stride − 1 gives "
+            "output_size, as torch does."
+        )
     if case.target in ("output_length", "conv_transpose1d", "conv_transpose2d", "ConvTranspose1d"):
         return (
             " Raise an error (ValueError) when output_padding >= max(stride, dilation) "
             "(per dimension) or when the output length is not positive, as torch does."
+        )
+    if case.target == "interpolate":
+        return (
+            " Raise an error (ValueError) where torch raises: align_corners with a nearest "
+            "mode, both or neither of size and scale_factor, a mode that does not fit the "
+            "input's dimensions."
         )
     return " Raise an error where torch raises."
 
@@ -2264,15 +2459,25 @@ def _check_tensor(key: str, expected: torch.Tensor, actual: torch.Tensor) -> str
             where = _unravel(i, tuple(actual.shape))
             return f"{key} contains {v} at {list(where)}"
     worst = _closeness(expected, actual)
-    if worst.bad and expected.dim() == 0:
+    if worst.bad and expected.dim() == 0 and not expected.is_floating_point():
         return f"{key}: expected {_TOLIST(expected)!r}, got {_TOLIST(actual)!r}"
     if worst.bad:
+        shown_expected, shown_actual = _distinct_digits(worst.expected, worst.actual)
         return (
             f"{key} values differ: largest absolute error {worst.error:.3g} at "
-            f"{list(worst.where)} (expected {worst.expected:.6g}, got {worst.actual:.6g}); "
-            f"shape {tuple(expected.shape)} is right"
+            f"{list(worst.where)} (expected {shown_expected}, got {shown_actual}; "
+            f"{worst.tolerance_text()}); shape {tuple(expected.shape)} is right"
         )
     return None
+
+
+def _distinct_digits(expected: float, actual: float) -> tuple[str, str]:
+    """Both values with the fewest digits (6 at least) that tell them apart."""
+    for digits in range(6, 18):
+        shown = f"{expected:.{digits}g}", f"{actual:.{digits}g}"
+        if shown[0] != shown[1]:
+            return shown
+    return shown
 
 
 def _check_initialisation(
@@ -2340,6 +2545,9 @@ def diagnose(
     skipped. Falls back to a shape-only hint when no candidate matches.
     """
     value = actual.get(key)
+    through_float32 = _float32_hint(expected.get(key), value)
+    if through_float32:
+        return through_float32
     if key.startswith("grad_"):
         return _gradient_hint(key, expected, actual)
     if key.startswith("initial_"):
@@ -2359,6 +2567,29 @@ def diagnose(
         ):
             return message
     return _shape_hint(case, inputs, reference, value)
+
+
+def _float32_hint(reference: Any, value: Any) -> str | None:
+    """A float64 result right to float32's precision only: a step of it was float32."""
+    if (
+        type(reference) is not torch.Tensor
+        or type(value) is not torch.Tensor
+        or reference.dtype != torch.float64
+        or value.dtype != torch.float64
+        or tuple(reference.shape) != tuple(value.shape)
+        or reference.numel() == 0
+    ):
+        return None
+    worst = _closeness(reference, value, slack=0.1, dtype=torch.float32)  # 1e-5, not 1e-4
+    if worst.bad or worst.error <= 0:
+        return None
+    return (
+        "the result looks like it went through float32: it agrees with torch's only to "
+        f"float32's precision (largest error {worst.error:.2g}, where float64 allows about "
+        "1e-9). A step of your computation is float32: a tensor made without dtype= "
+        "(torch.zeros, torch.ones, torch.arange, torch.tensor of Python floats), a .float(), "
+        "or a float32 constant. Make each with dtype=input.dtype."
+    )
 
 
 def _gradient_hint(key, expected, actual) -> str | None:
@@ -2498,122 +2729,159 @@ def _crop_dims(
     return out if tuple(out.shape[-len(starts) :]) == tuple(lengths) else None
 
 
+def _channel_layout_mistakes(c: _ConvSetup) -> list[Mistake]:
+    """The weight's channel axes rearranged wrongly on the way to a convolution's layout.
+
+    As ``F.conv{n}d``'s weight, (C_out, C_in // groups, ...), the transposed convolution's
+    weight is ``to_conv`` of it; each mistake builds another conv weight, and its output is
+    torch's for the transposed weight that conv weight stands for (``from_conv``).
+    """
+    cin, cout_g, kernel, g = c.w.shape[0], c.w.shape[1], tuple(c.w.shape[2:]), c.g
+    cin_g = cin // g
+
+    def from_conv(conv_weight: torch.Tensor) -> torch.Tensor:
+        per_group = conv_weight.reshape(g, cout_g, cin_g, *kernel).transpose(1, 2)
+        return per_group.reshape(cin, cout_g, *kernel)
+
+    def run_as_conv(conv_weight: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        return lambda: c.run(w=from_conv(conv_weight()))
+
+    if cin_g == cout_g:
+        reshaped = (
+            "in_channels and out_channels are swapped in the weight layout: for a transposed "
+            "convolution weight[i, o] connects input channel i to output channel o (weight is "
+            "(C_in, C_out // groups, ...), the reverse of conv's): transpose its two channel "
+            "axes (per group) to use it as a convolution's weight"
+        )
+    else:
+        reshaped = (
+            "the weight's channel axes were rearranged with reshape instead of transpose: "
+            "reshape keeps the memory order, so (C_in, C_out // groups, ...) read as "
+            "(C_out // groups, C_in, ...) mixes the channels up; use .transpose/.permute "
+            "(per group: weight.reshape(groups, C_in // groups, C_out // groups, ...)"
+            ".transpose(1, 2))"
+        )
+    mistakes = [(reshaped, run_as_conv(lambda: c.w.reshape(g * cout_g, cin_g, *kernel)))]
+    if g > 1:
+        mistakes.append(
+            (
+                "the groups are split the wrong way: the weight was transposed as a whole, "
+                "then cut into groups, so each group gets another group's kernels. Group j "
+                "is weight[j·C_in/g : (j+1)·C_in/g]: reshape to (groups, C_in // groups, "
+                "C_out // groups, ...) first, then transpose within each group",
+                run_as_conv(lambda: c.w.transpose(0, 1).reshape(g * cout_g, cin_g, *kernel)),
+            )
+        )
+    return mistakes
+
+
+def _output_padding_mistakes(c: _ConvSetup) -> list[Mistake]:
+    """output_padding misplaced. Tried before the padding mistakes: where both explain the
+    output (output_padding at the start with padding == output_padding is also a crop of
+    2·padding at the end), the case's output_padding is the likelier cause."""
+    if not any(c.op):
+        return []
+    zeros = (0,) * c.n
+    length = tuple(c.run().shape[-c.n :])
+    base = lambda: c.run(op=zeros)  # noqa: E731  (the output without output_padding)
+
+    def shifted_window(pad_before: tuple[int, ...], pad_after: tuple[int, ...]):
+        """The uncropped output, zero-extended, cropped at padding, then the bias added."""
+        full = _pad_dims(c.run(p=zeros, op=zeros, b=None), pad_before, pad_after)
+        size = tuple(n + a for n, a in zip(length, pad_after, strict=True))
+        cropped = _crop_dims(full, c.p, size)
+        return None if cropped is None else cropped + c.bias_view()
+
+    at_start = "output_padding added at the start instead of the end"
+    return [
+        (
+            "output_padding ignored: it adds output_padding positions at the END of the output",
+            base,
+        ),
+        (
+            "output_padding filled with zeros: the extra positions at the end hold "
+            "what the full transposed convolution has there (the cropped values "
+            "when padding > 0) plus the bias",
+            lambda: _pad_dims(base(), zeros, c.op),
+        ),
+        (at_start, lambda: _pad_dims(base(), c.op, zeros)),
+        (at_start, lambda: _pad_dims(base() - c.bias_view(), c.op, zeros) + c.bias_view()),
+        (
+            f"{at_start} (the crop window is shifted towards the start)",
+            lambda: shifted_window(c.op, zeros),
+        ),
+        (
+            "output_padding added on both sides: it extends the END only",
+            lambda: _pad_dims(base(), c.op, c.op),
+        ),
+        (
+            "output_padding added on both sides: it extends the END only",
+            lambda: shifted_window(c.op, c.op),
+        ),
+    ]
+
+
+def _padding_mistakes(c: _ConvSetup) -> list[Mistake]:
+    """padding handled as a convolution's, ignored, or cropped at one end only."""
+    if not any(c.p):
+        return []
+    zeros = (0,) * c.n
+    length = tuple(c.run().shape[-c.n :])
+    full_op = lambda: c.run(p=zeros)  # noqa: E731  (the uncropped result, output_padding included)
+    added = (
+        "padding added around the output instead of cropped: in a transposed "
+        "convolution, padding p removes p positions at each end of the full result "
+        "(the lecture: stride and padding are defined in the output map, and padding "
+        "modulates a cropping operation)"
+    )
+    twice = tuple(2 * q for q in c.p)
+    return [
+        (added, lambda: _pad_dims(full_op(), c.p, c.p)),
+        (added, lambda: _pad_dims(c.run(p=zeros, b=None), c.p, c.p) + c.bias_view()),
+        (
+            "padding applied to the input, as for a convolution: in a transposed "
+            "convolution padding crops the output",
+            lambda: c.run(x=_pad_dims(c.x, c.p, c.p), p=zeros),
+        ),
+        ("padding ignored: crop padding positions from each end of the output", full_op),
+        (
+            "the output is cropped by 2·padding at the start only: crop padding "
+            "positions at EACH end",
+            lambda: _crop_dims(full_op(), twice, length),
+        ),
+        (
+            "the output is cropped by 2·padding at the end only: crop padding "
+            "positions at EACH end",
+            lambda: _crop_dims(full_op(), zeros, length),
+        ),
+    ]
+
+
 def _conv_mistakes(case: Case, inputs: dict[str, torch.Tensor]) -> list[Mistake]:
     c = _conv_setup(case, inputs)
-    zeros = (0,) * c.n
     mistakes: list[Mistake] = []
-    flip = (
-        "the kernel is flipped: a transposed convolution adds x[i]·w[k] at output "
-        "i·s + k·d − p with w in its stored order (the lecture's weighted sum of translated "
-        f"kernels). If you compute it as a convolution (F.conv{c.n}d) of the spread, zero-padded "
-        "input, that convolution needs the kernel flipped, exactly once."
+    # The output only shows that the taps come out reversed, not which way the code got
+    # there: a scatter with a flipped kernel and a convolution without the flip look alike.
+    reversed_taps = (
+        "the kernel's taps come out in reverse order (your output is torch's with the "
+        "kernel flipped): a transposed convolution adds x[i]·w[k] at output i·s + k·d − p, "
+        f"w in its stored order. Computed as a convolution (F.conv{c.n}d) of the spread, "
+        "zero-padded input, the kernel must be flipped exactly once: not flipping it, or "
+        "flipping it twice, gives this output."
     )
-    mistakes.append((flip, lambda: c.run(w=c.w.flip(c.spatial()))))
+    mistakes.append((reversed_taps, lambda: c.run(w=c.w.flip(c.spatial()))))
     if c.n == 2:
         for axis, name in ((-2, "rows (H)"), (-1, "columns (W)")):
             mistakes.append(
                 (
-                    f"the kernel is flipped along its {name} only: flip both spatial "
-                    "axes or neither",
+                    f"the kernel's taps come out reversed along its {name} only: flip "
+                    "both spatial axes or neither",
                     lambda axis=axis: c.run(w=c.w.flip([axis])),
                 )
             )
-    cin, cout_g = c.w.shape[0], c.w.shape[1]
-    if cin == cout_g * c.g and cin // c.g == cout_g:
-
-        def swapped():
-            k = c.w.shape[2:]
-            return c.run(w=c.w.reshape(c.g, cout_g, cout_g, *k).transpose(1, 2).reshape(c.w.shape))
-
-        mistakes.append(
-            (
-                "in_channels and out_channels are swapped in the weight layout: for a transposed "
-                "convolution weight[i, o] connects input channel i to output channel o (weight is "
-                "(C_in, C_out // groups, ...), the reverse of conv's)",
-                swapped,
-            )
-        )
-    full_op = lambda: c.run(p=zeros)  # noqa: E731  (the uncropped result, output_padding included)
-    base = lambda: c.run(op=zeros)  # noqa: E731
-    length = lambda: tuple(c.run().shape[-c.n :])  # noqa: E731
-    if any(c.p):
-        added = (
-            "padding added around the output instead of cropped: in a transposed "
-            "convolution, padding p removes p positions at each end of the full result "
-            "(the lecture: stride and padding are defined in the output map, and padding "
-            "modulates a cropping operation)"
-        )
-        mistakes.append((added, lambda: _pad_dims(full_op(), c.p, c.p)))
-        mistakes.append(
-            (added, lambda: _pad_dims(c.run(p=zeros, b=None), c.p, c.p) + c.bias_view())
-        )
-        mistakes.append(
-            (
-                "padding applied to the input, as for a convolution: in a transposed "
-                "convolution padding crops the output",
-                lambda: c.run(x=_pad_dims(c.x, c.p, c.p), p=zeros),
-            )
-        )
-        mistakes.append(
-            ("padding ignored: crop padding positions from each end of the output", full_op)
-        )
-        twice = tuple(2 * q for q in c.p)
-        mistakes.append(
-            (
-                "the output is cropped by 2·padding at the start only: crop padding "
-                "positions at EACH end",
-                lambda: _crop_dims(full_op(), twice, length()),
-            )
-        )
-        mistakes.append(
-            (
-                "the output is cropped by 2·padding at the end only: crop padding "
-                "positions at EACH end",
-                lambda: _crop_dims(full_op(), zeros, length()),
-            )
-        )
-    if any(c.op):
-        mistakes.append(
-            (
-                "output_padding ignored: it adds output_padding positions at the END of the output",
-                base,
-            )
-        )
-        mistakes.append(
-            (
-                "output_padding filled with zeros: the extra positions at the end hold "
-                "what the full transposed convolution has there (the cropped values "
-                "when padding > 0) plus the bias",
-                lambda: _pad_dims(base(), zeros, c.op),
-            )
-        )
-        mistakes.append(
-            (
-                "output_padding added at the start instead of the end",
-                lambda: _pad_dims(base(), c.op, zeros),
-            )
-        )
-        start = tuple(q - o for q, o in zip(c.p, c.op, strict=True))
-        mistakes.append(
-            (
-                "output_padding added at the start instead of the end (the crop "
-                "window is shifted towards the start)",
-                lambda: _crop_dims(c.run(p=zeros, op=zeros), start, length()),
-            )
-        )
-        mistakes.append(
-            (
-                "output_padding added on both sides: it extends the END only",
-                lambda: _pad_dims(base(), c.op, c.op),
-            )
-        )
-        both = tuple(n + o for n, o in zip(length(), c.op, strict=True))
-        mistakes.append(
-            (
-                "output_padding added on both sides: it extends the END only",
-                lambda: _crop_dims(full_op(), start, both),
-            )
-        )
+    mistakes += _channel_layout_mistakes(c)
+    mistakes += _output_padding_mistakes(c)
+    mistakes += _padding_mistakes(c)
     if any(s > 1 for s in c.s):
         ones = (1,) * c.n
 
@@ -2714,6 +2982,15 @@ def _shape_hint(
 
 def _conv_shape_hint(case, inputs, expected, got) -> str | None:
     c = _conv_setup(case, inputs)
+    if "output_size" in case.params:
+        without = tuple(c.run().shape)
+        if got == without:
+            return (
+                "output_size ignored: forward(input, output_size) gives an output of that "
+                "length, with output_padding = output_size − the shortest length "
+                "(W − 1)·s − 2·p + d·(w − 1) + 1 in place of the module's"
+            )
+        return "with output_size, the output is exactly output_size long"
     if len(got) == len(expected) + 1 and got[0] == 1 and got[1:] == expected:
         return "an unbatched input (C, ...) must give an unbatched output: drop the batch dimension you added"
     if len(got) + 1 == len(expected):
@@ -2879,43 +3156,78 @@ def _interpolate_mistakes(case: Case, inputs: dict[str, torch.Tensor]) -> list[M
             )
 
     if mode in ("linear", "bilinear", "nearest", "nearest-exact"):
+        mistakes += _coordinate_mistakes(case, x, mode, bool(align))
+    return mistakes
 
-        def coordinate_map(kind: str):
-            def make():
-                out_sizes = tuple(F.interpolate(x, **kw).shape[2:])
-                ratios = _source_ratios(case, x, out_sizes)
-                coords = []
-                for n_out, n_in, r in zip(out_sizes, x.shape[2:], ratios, strict=True):
-                    j = torch.arange(n_out, dtype=torch.float64)
-                    wrong = 1 / r if r else 0.0
-                    if align and mode in _LINEAR_MODES:
-                        wrong = (n_out - 1) / (n_in - 1) if n_in > 1 else 0.0
-                    if kind == "inverse" and mode in ("nearest", "nearest-exact"):
-                        offset = 0.5 if mode == "nearest-exact" else 0.0
-                        coords.append(torch.floor((j + offset) * wrong).clamp(max=n_in - 1))
-                    elif kind == "inverse" and align:
-                        coords.append(j * wrong)
-                    elif kind == "inverse":
-                        coords.append(((j + 0.5) * wrong - 0.5).clamp(min=0))
-                    else:  # no half-pixel offset
-                        coords.append(j * r)
-                return _sample_at(x, coords, nearest=mode.startswith("nearest"))
 
-            return make
+#: Source coordinates of known mistakes: output pixel j (float64), the input and output
+#: sizes and torch's ratio r (input pixels per output pixel) -> the coordinate read.
+_Coordinates = Callable[[torch.Tensor, int, int, float], torch.Tensor]
 
+
+def _coordinate_mistakes(case: Case, x: torch.Tensor, mode: str, align: bool) -> list[Mistake]:
+    """Output pixels mapped to mistaken input coordinates (sampled as torch would)."""
+    kw = _call_kwargs(case)
+    nearest = mode.startswith("nearest")
+
+    def sampled(coordinate: _Coordinates) -> Callable[[], torch.Tensor]:
+        def make() -> torch.Tensor:
+            out_sizes = tuple(F.interpolate(x, **kw).shape[2:])
+            ratios = _source_ratios(case, x, out_sizes)
+            coords = [
+                coordinate(torch.arange(n_out, dtype=torch.float64), n_in, n_out, r)
+                for n_out, n_in, r in zip(out_sizes, x.shape[2:], ratios, strict=True)
+            ]
+            return _sample_at(x, coords, nearest)  # clamped to the border there
+
+        return make
+
+    def inverse(j, n_in, n_out, r):
+        wrong = 1 / r if r else 0.0
+        if align and not nearest:
+            return j * ((n_out - 1) / (n_in - 1) if n_in > 1 else 0.0)
+        if nearest:
+            return torch.floor((j + (0.5 if mode == "nearest-exact" else 0.0)) * wrong)
+        return ((j + 0.5) * wrong - 0.5).clamp(min=0)
+
+    mistakes: list[Mistake] = []
+    if nearest:
+        exact = mode == "nearest-exact"
+        rule = "floor((j + ½) · W_in/W_out)" if exact else "floor(j · W_in/W_out)"
+        rounded = (
+            f"the source index is rounded, round(j · W_in/W_out): mode={mode!r} takes "
+            f"input index {rule}"
+        )
+        mistakes.append((rounded, sampled(lambda j, n_in, n_out, r: torch.round(j * r))))
+        mistakes.append((rounded, sampled(lambda j, n_in, n_out, r: torch.floor(j * r + 0.5))))
+    mistakes.append(
+        (
+            "the scale is used the wrong way round: output pixel j maps to input coordinate "
+            "j · W_in/W_out (that is j / scale_factor), not j · W_out/W_in",
+            sampled(inverse),
+        )
+    )
+    if not nearest and not align:
         mistakes.append(
             (
-                "the scale is used the wrong way round: output pixel j maps to input coordinate "
-                "j · W_in/W_out (that is j / scale_factor), not j · W_out/W_in",
-                coordinate_map("inverse"),
+                "no half-pixel offset: with align_corners=False output pixel j maps to input "
+                "coordinate (j + 0.5)·W_in/W_out − 0.5 (clamped at 0), not j·W_in/W_out",
+                sampled(lambda j, n_in, n_out, r: j * r),
             )
         )
-        if mode in _LINEAR_MODES and not align:
+    if not nearest and align:
+        wrong_ratios = {
+            "j·W_in/W_out": lambda n_in, n_out: n_in / n_out,
+            "j·(W_in − 1)/W_out": lambda n_in, n_out: (n_in - 1) / n_out,
+            "j·W_in/(W_out − 1)": lambda n_in, n_out: n_in / (n_out - 1) if n_out > 1 else 0.0,
+        }
+        for formula, ratio in wrong_ratios.items():
             mistakes.append(
                 (
-                    "no half-pixel offset: with align_corners=False output pixel j maps to input "
-                    "coordinate (j + 0.5)·W_in/W_out − 0.5 (clamped at 0), not j·W_in/W_out",
-                    coordinate_map("offset"),
+                    "a wrong align_corners=True formula: the corner pixels are aligned, "
+                    "output pixel j maps to input coordinate j·(W_in − 1)/(W_out − 1); your "
+                    f"output reads input coordinate {formula}",
+                    sampled(lambda j, n_in, n_out, r, ratio=ratio: j * ratio(n_in, n_out)),
                 )
             )
     return mistakes
@@ -3053,6 +3365,7 @@ def grade_case(case: Case, implementation: Any) -> Verdict:
 
 def run_cases(cases: list[Case], implementation: Any, title: str) -> None:
     """Grade ``cases`` in order, print one line each, raise AssertionError at the first failure."""
+    __tracebackhide__ = True  # Jupyter shows the message (it ends at the student's line)
     with _quiet():
         for case in cases:
             verdict = grade_case(case, implementation)
@@ -3069,6 +3382,7 @@ def check(grade_id: str, implementation: Any) -> None:
     Prints one line per passing case; raises ``AssertionError`` with the first failure's
     message. Never writes to stderr.
     """
+    __tracebackhide__ = True
     if grade_id not in PUBLIC_CASES:
         raise KeyError(f"unknown grade_id {grade_id!r}; known: {', '.join(PUBLIC_CASES)}")
     run_cases(PUBLIC_CASES[grade_id], implementation, grade_id)
