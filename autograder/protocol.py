@@ -5,19 +5,20 @@ the worker in the sandbox (``runner.py``) loads the same file by path, since the
 holds no ``autograder`` package. Nothing here runs student code, and nothing the student's
 side writes is trusted: the grader reads its files back with size limits and safe loaders.
 
-The control channel is the worker's stdin/stdout, one JSON object a line; file
-descriptors (the channel that carries the cases) travel over a Unix socket beside it.
+The control channel is the worker's stdin/stdout, one JSON object a line; each job's file
+descriptor (the read end of the pipe that will carry its cases) travels over a Unix socket
+beside it, from the grader to the zygote only. A job, as the worker and the grader see it::
 
-A job, as the worker and the grader see it::
-
-    grader -> worker   {"job": NAME, ...limits}          the job folder holds the cells
+    grader -> worker   {"job": NAME, ...limits}          the job folder holds the cells;
+                       + the read end of the job's cases' pipe, which the submission's
+                       process inherits when it is forked (the zygote keeps no copy)
     worker -> grader   {"job": NAME, "forked": NSPID}    the submission's process, held
     grader -> worker   {"job": NAME, "start": true}      it now sits in its cgroup
     worker -> grader   {"job": NAME, "cells_done": true} said by the submission: a hint
-    grader -> worker   {"job": NAME, "cases": true}      + the read end of a new pipe, once
-                       the host saw one thread left, the runner's main thread, waiting
-                       for it under the runner's own frames (sandbox.wait_stack_problem)
-                       {"job": NAME, "abort": WHY}       or: kill it, no case is sent
+    grader -> worker   {"job": NAME, "abort": WHY}       kill it, no case is sent; or the
+                       grader writes the cases into the pipe, once the host saw one thread
+                       left, the main thread, blocked reading that pipe under the runner's
+                       own frames (sandbox.wait_stack_problem)
     worker -> grader   {"job": NAME, "ended": STATUS}    the process is gone
 """
 
@@ -78,6 +79,27 @@ REFUSED_SYSCALLS = (
     "add_key",
     "request_key",
     "tkill",
+    # Kernel objects that outlive the process, shared by every job of a worker (its IPC
+    # namespace is the worker's): System V shared memory, queues and semaphores, POSIX
+    # message queues. One job would leave the next the cases it saw.
+    "shmget",
+    "shmat",
+    "shmctl",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semctl",
+    "ipc",
+    "mq_open",
+    "mq_unlink",
+    "mq_timedsend",
+    "mq_timedreceive",
+    "mq_notify",
+    "mq_getsetattr",
     # What root could still do (a grader that cannot drop to nobody): never a submission's.
     "reboot",
     "kexec_load",

@@ -35,7 +35,6 @@ and compares in its own process. The messages are in ``protocol.py``.
 
 from __future__ import annotations
 
-import _socket
 import argparse
 import contextlib
 import ctypes
@@ -394,31 +393,26 @@ def _read_all(fd: int) -> bytes:
 
 #: Taken when this file is imported, before any student code runs: the main thread's wait
 #: for the cases calls nothing that a cell could have replaced since (a module attribute,
-#: a method of the Python-level socket class, a builtin).
-_RECVMSG = _socket.socket.recvmsg
-_FD_SPACE = socket.CMSG_SPACE(4)
-_FROM_BYTES = int.from_bytes
+#: a builtin).
+_READ = os.read
 
 
-def _receive_cases(channel: socket.socket, recvmsg=_RECVMSG, space=_FD_SPACE) -> int:
-    """The read end of the cases' pipe, when the grader sends it (-1: none came).
+def _receive_cases(cases_fd: int, read=_READ) -> bytes:
+    """The first bytes the grader writes into the cases' pipe (``b""``: it wrote none).
 
     The grader reads this thread's stack from outside while it waits here: the frames must
     be exactly ``<module> > main > _run_job > _child > _receive_cases`` at the lines that
     ``sandbox.expected_wait_stack`` finds in this file, so keep each of those calls on one
     line."""
-    _, ancillary, _, _ = recvmsg(channel, 1, space)  # the wait the grader checks
-    for _level, _type, data in ancillary:
-        return _FROM_BYTES(data[:4], sys.byteorder, signed=True)
-    return -1
+    return read(cases_fd, 1 << 20)  # the wait the grader checks
 
 
-def _decode_cases(fd: int, load_bytes) -> tuple[list, dict]:
-    """The cases and inputs written by the grader into the pipe ``fd``."""
-    if fd < 0:
+def _decode_cases(cases_fd: int, first: bytes, load_bytes) -> tuple[list, dict]:
+    """The cases and inputs written by the grader into the pipe ``cases_fd``."""
+    if not first:
         raise EOFError("no cases were sent")
-    blob = _read_all(fd)
-    os.close(fd)
+    blob = first + _read_all(cases_fd)
+    os.close(cases_fd)
     size = int.from_bytes(blob[:8], "big")
     return json.loads(blob[8 : 8 + size]), load_bytes(blob[8 + size :])
 
@@ -476,7 +470,7 @@ def _protect(job: dict, job_dir: str, setup: dict) -> list[str]:
     return held
 
 
-def _child(job_dir: str, job: dict, pipes: dict[str, int], channel, setup: dict) -> None:
+def _child(job_dir: str, job: dict, pipes: dict[str, int], setup: dict) -> None:
     """The submission's process: never returns (``os._exit``)."""
     protocol = setup["protocol"]
     code = 3
@@ -506,12 +500,12 @@ def _child(job_dir: str, job: dict, pipes: dict[str, int], channel, setup: dict)
             target=_cell_stage, args=(cells, shell, job_dir, status, setup), name="cells"
         )
         cell_thread.start()
-        cases_fd = _receive_cases(channel)  # waits here through the whole cell stage
+        first = _receive_cases(pipes["cases"])  # waits here through the whole cell stage
         gc.disable()  # no finaliser of the student's objects runs while the inputs are here
         outside = []
         try:
             with setup["stage_guard"]():
-                cases, inputs_all = _decode_cases(cases_fd, setup["load_bytes"])
+                cases, inputs_all = _decode_cases(pipes["cases"], first, setup["load_bytes"])
                 _run_cases(cases, inputs_all, namespace, setup)
         except setup["forbidden_error"] as error:  # reached between graded calls, or disarmed
             outside = [f"the kernel guard, between graded calls: {error}"]
@@ -542,7 +536,8 @@ def _cell_stage(cells: list[dict], shell, job_dir: str, status: int, setup: dict
 
 
 class _Control:
-    """The zygote's control channel: JSON lines in and out, file descriptors beside them."""
+    """The zygote's control channel: JSON lines in and out, file descriptors beside them
+    (the grader hands each job its cases' pipe there, with the job)."""
 
     def __init__(self, reader, writer, fd_socket: socket.socket):
         self.reader, self.writer, self.fd_socket = reader, writer, fd_socket
@@ -574,43 +569,55 @@ def _lines(fd: int, buffer: bytearray) -> list[str]:
     return lines
 
 
-def _run_job(job: dict, control: _Control, setup: dict) -> int:
-    """Fork the submission's process and see it through the stages; its wait status."""
+def _keep_only(kept: set[int]) -> None:
+    """Close every file descriptor but ``kept`` (and 0-2): nothing of the zygote's, nor of
+    an earlier job's, reaches the submission. (By ranges: the sandbox has no /proc.)"""
+    start = 3
+    for fd in sorted(kept) + [resource.getrlimit(resource.RLIMIT_NOFILE)[0]]:
+        if fd > start:
+            os.closerange(start, fd)
+        start = max(start, fd + 1)
+
+
+def _run_job(job: dict, cases_fd: int, control: _Control, setup: dict) -> int:
+    """Fork the submission's process and see it through the stages; its wait status.
+    ``cases_fd`` is the read end of the cases' pipe, made by the grader for this job: the
+    submission inherits it, and the grader writes into it once the cells are over. It is
+    never read here, and never passed on a socket (a per-user count of descriptors in
+    flight that a submission can exhaust would refuse it)."""
     name = job["job"]
     job_dir = os.path.join(setup["jobs_dir"], "job")
     go_r, go_w = os.pipe()
     status_r, status_w = os.pipe()
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:
-        for fd in (go_w, status_r, setup["control_in"], setup["control_out"], mine.fileno()):
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _keep_only({go_r, status_w, cases_fd})
+            pipes = {"go": go_r, "status": status_w, "cases": cases_fd}
+            _child(job_dir, job, pipes, dict(setup, job_dir=job_dir))
+    finally:  # the zygote keeps none of the job's: the cases' pipe above all
+        for fd in (go_r, status_w, cases_fd):
             os.close(fd)
-        control.fd_socket.close()
-        _child(job_dir, job, {"go": go_r, "status": status_w}, theirs, dict(setup, job_dir=job_dir))
-    for fd in (go_r, status_w):
-        os.close(fd)
-    theirs.close()
     control.say(job=name, forked=pid)
     try:
         started = control.hear()
         if started.get("start"):
             os.write(go_w, b"g")
-            _follow(name, pid, status_r, mine, control, setup)
+            _follow(name, pid, status_r, control, setup)
     except (OSError, EOFError, ValueError):
         pass
     finally:
         os.close(go_w)
         os.close(status_r)
-        mine.close()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     return status
 
 
-def _follow(name: str, pid: int, status_r: int, mine: socket.socket, control, setup) -> None:
-    """Relay the submission's stages to the grader, and the cases' channel back, until the
-    submission's process ends (its status pipe closes)."""
+def _follow(name: str, pid: int, status_r: int, control, setup) -> None:
+    """Relay the submission's stages to the grader until its process ends (its status pipe
+    closes), or the grader says to stop it."""
     protocol = setup["protocol"]
     buffer = bytearray()
     first = True
@@ -621,12 +628,6 @@ def _follow(name: str, pid: int, status_r: int, mine: socket.socket, control, se
             if message.get("abort"):
                 os.kill(pid, signal.SIGKILL)
                 return
-            if message.get("cases"):
-                _, fds, _, _ = socket.recv_fds(control.fd_socket, 16, 1)
-                if fds:
-                    socket.send_fds(mine, [b"c"], fds)  # passed on, never read here
-                    for fd in fds:
-                        os.close(fd)
         if status_r in ready:
             lines = _lines(status_r, buffer)
             if lines is None:
@@ -756,7 +757,16 @@ def main() -> None:
             return
         if "job" not in job:
             continue
-        status = _run_job(job, control, setup)
+        _, fds, _, _ = socket.recv_fds(control.fd_socket, 16, 4)
+        try:
+            if len(fds) != 1:
+                control.say(job=job["job"], ended=None)
+                continue
+            status = _run_job(job, fds[0], control, setup)
+        finally:
+            for fd in fds[1:]:  # one was sent; the job closed its own
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         _sweep(args.pid_namespace)
         control.say(job=job["job"], ended=status)
 

@@ -88,6 +88,7 @@ class JobOutcome:
     unprotected: bool = False  # the process ended before its protections were in place
     kernel_hits: list[str] = field(default_factory=list)  # seen from outside the sandbox
     said_twice: bool = False  # "cells-done" came twice: a cell may have played the runner
+    cases_delivered: bool = False  # the cases went into the job's pipe: its files count
 
 
 def _sandbox_env() -> dict[str, str]:
@@ -383,8 +384,8 @@ def thread_count(pid: int) -> int:
         return 0
 
 
-#: ``recvmsg`` by architecture: the syscall the main thread waits in for the cases.
-RECVMSG_SYSCALL = {"x86_64": 47, "aarch64": 212}.get(os.uname().machine)
+#: ``read`` by architecture: the syscall the main thread waits in for the cases.
+READ_SYSCALL = {"x86_64": 0, "aarch64": 63}.get(os.uname().machine)
 #: The runner's frames while its main thread waits for the cases, outermost first: each
 #: (function, the call it is in), found in runner.py's source by ``expected_wait_stack``.
 WAIT_CHAIN = (
@@ -392,7 +393,7 @@ WAIT_CHAIN = (
     ("main", "_run_job"),
     ("_run_job", "_child"),
     ("_child", "_receive_cases"),
-    ("_receive_cases", "recvmsg"),
+    ("_receive_cases", "read"),
 )
 
 
@@ -450,14 +451,18 @@ def python_stacks(pid: int, timeout: float = 20.0) -> list[dict]:
     return threads
 
 
-def waiting_in_recvmsg(pid: int) -> bool:
-    """Whether ``pid``'s main thread is blocked in ``recvmsg`` now (the host's /proc)."""
+def waiting_on_pipe(pid: int, pipe_inode: int) -> bool:
+    """Whether ``pid``'s main thread is blocked now in ``read`` on the pipe ``pipe_inode``
+    (the host's /proc: the syscall, its first argument, and what that descriptor is)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/syscall") as handle:
-            number = handle.read().split()[0]
-    except (OSError, IndexError):
+            fields = handle.read().split()
+        if not fields or not fields[0].isdigit() or int(fields[0]) != READ_SYSCALL:
+            return False
+        target = os.readlink(f"/proc/{pid}/fd/{int(fields[1], 16)}")
+    except (OSError, IndexError, ValueError):
         return False
-    return number.lstrip("-").isdigit() and int(number) == RECVMSG_SYSCALL
+    return target == f"pipe:[{pipe_inode}]"
 
 
 def wait_stack_problem(pid: int, expected: list[tuple[str, str, int]]) -> str | None:
@@ -563,6 +568,7 @@ class Worker:
         runner_source = Path(grader_dir, "runner.py").read_text(encoding="utf-8")
         self.wait_stack = expected_wait_stack(f"{home}/runner.py", runner_source)
         self.slot_dir = tempfile.mkdtemp(prefix="slot-", dir=work_root)
+        self.disk = _own_disk(self.slot_dir)
         os.chmod(self.slot_dir, 0o755)  # root's: a submission cannot make a file in it
         self.process: subprocess.Popen | None = None
         self.zygote_pid: int | None = None  # on the host
@@ -753,12 +759,33 @@ class Worker:
         deadline = begun + limits.timeout
         outcome = JobOutcome(False, False, None, 0.0)
         outcome.protections = [cgroup.describe()]
+        if self.disk:
+            outcome.protections.append(self.disk)
+        # The cases' pipe, made for this job: the submission inherits its read end when the
+        # zygote forks it, and nothing is written into it until the cells are over.
+        read_end, write_end = os.pipe()
+        pipe_inode = os.fstat(read_end).st_ino
         try:
             self._say(**limits.for_job(), job=name, base_bytes=self.base_bytes)
+            socket.send_fds(self.fd_socket, [b"c"], [read_end])
         except OSError as error:
+            os.close(write_end)
             self.kill()
             outcome.worker_error = f"the sandbox worker is gone ({error})"
             return outcome
+        finally:
+            os.close(read_end)
+        try:
+            pipe = (pipe_inode, write_end)
+            return self._stages(name, cases_blob, outcome, cgroup, (begun, deadline), pipe)
+        finally:
+            if not outcome.cases_delivered:
+                os.close(write_end)
+
+    def _stages(self, name, cases_blob, outcome, cgroup, times, pipe) -> JobOutcome:
+        """The job's stages as the zygote reports them, and the cases sent once the cells
+        are over: ``times`` is (begun, deadline), ``pipe`` (its inode, its write end)."""
+        (begun, deadline), (pipe_inode, write_end) = times, pipe
         host_pid = None
         protected = cases_sent = False
         while True:
@@ -790,7 +817,7 @@ class Worker:
             elif message.get("cells_done") and host_pid is not None and not cases_sent:
                 cases_sent = True  # once: whoever says it again, the cases went once
                 try:
-                    refused = self._stage_b_refusal(host_pid, deadline)
+                    refused = self._stage_b_refusal(host_pid, deadline, pipe_inode)
                 except StackUnreadable as error:
                     outcome.worker_error = f"the submission's stack could not be read ({error})"
                     self.kill()
@@ -801,7 +828,9 @@ class Worker:
                 else:
                     if self.watch is not None:  # what the cells reached is theirs to use
                         self.watch.forbidden_hits(host_pid)
-                    self._send_cases(name, cases_blob)
+                    self._clear_results()
+                    outcome.cases_delivered = True
+                    self._send_cases(write_end, cases_blob)
             elif "ended" in message:
                 outcome.finished = True
                 status = message["ended"]
@@ -815,14 +844,14 @@ class Worker:
                 outcome.protections.append(f"the kernel watch was incomplete: {problems[0]}")
         return outcome
 
-    def _stage_b_refusal(self, host_pid: int, deadline: float) -> str | None:
+    def _stage_b_refusal(self, host_pid: int, deadline: float, pipe_inode: int) -> str | None:
         """Why the cases may not be sent now (None: they may). "cells-done" is only a hint:
         the submission must be one process with one thread, seen from the host, and that
         thread the runner's main thread, blocked in its wait for the cases under the
         runner's own frames, read from outside. The cell thread gets a moment to end."""
         settle = min(time.monotonic() + CELL_THREAD_GRACE, deadline)
         while time.monotonic() < settle and not (
-            thread_count(host_pid) == 1 and waiting_in_recvmsg(host_pid)
+            thread_count(host_pid) == 1 and waiting_on_pipe(host_pid, pipe_inode)
         ):
             time.sleep(0.005)
         others = [pid for pid in self._sandbox_processes() if pid != host_pid]
@@ -834,18 +863,27 @@ class Worker:
                 f"the cells left {threads - 1} thread(s) running; the graded calls run only "
                 "in a process with no thread of the cells left"
             )
-        if not waiting_in_recvmsg(host_pid):
-            return "the main thread was not waiting for the cases"
+        if not waiting_on_pipe(host_pid, pipe_inode):
+            return "the main thread was not waiting on the grader's pipe for the cases"
         return wait_stack_problem(host_pid, self.wait_stack)
 
-    def _send_cases(self, name: str, blob: bytes) -> None:
-        """A pipe made now, its read end handed to the submission through the zygote."""
-        read_end, write_end = os.pipe()
-        try:
-            self._say(job=name, cases=True)
-            socket.send_fds(self.fd_socket, [b"c"], [read_end])
-        finally:
-            os.close(read_end)
+    def _clear_results(self) -> None:
+        """Remove whatever the cells left under the names of the graded stage's files (a
+        forged case log, outputs, a link or a folder in their place): from now on only the
+        main thread writes them, under the eyes of the guard."""
+        with os.scandir(self.job_dir) as entries:
+            for entry in entries:
+                if entry.name == protocol.CASES_LOG or entry.name.startswith("outputs_"):
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.unlink(entry.path)
+
+    @staticmethod
+    def _send_cases(write_end: int, blob: bytes) -> None:
+        """Write the cases into the job's pipe (in a thread: the pipe holds 64 KiB until the
+        submission reads it), then close it."""
 
         def write() -> None:
             with contextlib.suppress(OSError), open(write_end, "wb") as stream:
@@ -886,7 +924,29 @@ class Worker:
                 pass
         self.kill()
         self.log.close()
+        if self.disk:
+            subprocess.run(["umount", "-l", self.slot_dir], capture_output=True)
         shutil.rmtree(self.slot_dir, ignore_errors=True)
+
+
+#: The size of each job slot's own filesystem (where the grader is root and can mount one):
+#: a submission that fills its disk fills this, never the disk the other slots write to.
+SLOT_BYTES = 1 << 30
+
+
+def _own_disk(slot_dir: str) -> str:
+    """Mount a tmpfs of ``SLOT_BYTES`` on ``slot_dir`` (root only): what holds, for the
+    report ("" when the slot shares the host's disk). Its pages count against the memory
+    of the job's cgroup, like the rest of what the submission holds."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return ""
+    size = f"size={SLOT_BYTES},mode=0755,nosuid,nodev"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", size, "tmpfs", slot_dir], capture_output=True)  # fmt: skip
+    return (
+        f"its job folder on a {SLOT_BYTES >> 20} MiB disk of its own"
+        if done.returncode == 0
+        else ""
+    )
 
 
 def cases_blob(cases_json: bytes, inputs: bytes) -> bytes:

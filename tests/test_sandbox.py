@@ -270,25 +270,25 @@ def test_landlock_refuses_to_run_a_submission_as_root(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# A hostile reviewer's attack on the last design: a cell says cells-done itself and waits on
-# the cases' channel to take them (then it would hand an identical pipe back, so that the
-# runner went on as if nothing happened). The cells run in a thread of their own now, and
-# the cases go only to the main thread, seen from outside waiting under the runner's frames:
-# this cell is still running when it says it is done, so no case is sent at all.
+# A hostile reviewer's attack on an earlier design: a cell says cells-done itself and waits
+# to take the cases (there, from the channel they came on; here, from the pipe they will
+# come in, which the process holds from the start). The cells run in a thread of their own
+# now, and the cases go only to the main thread, seen from outside blocked on that pipe
+# under the runner's frames: this cell is still running when it says it is done, so no
+# case is sent at all.
 TAKES_THE_CASES = """
-import fcntl, os, socket, stat
-found = {}
+import fcntl, os, stat
+pipes = {}
 for fd in range(3, 64):
     try:
-        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            pipes[fd] = fcntl.fcntl(fd, fcntl.F_GETFL) & 3
     except OSError:
-        continue
-    found[fd] = (stat.S_ISFIFO(mode), stat.S_ISSOCK(mode), fcntl.fcntl(fd, fcntl.F_GETFL) & 3)
-status = [fd for fd, (fifo, _, access) in found.items() if fifo and access == os.O_WRONLY]
-channel = [fd for fd, (_, sock, _) in found.items() if sock]
+        pass
+status = [fd for fd, access in pipes.items() if access == os.O_WRONLY]
+cases = [fd for fd, access in pipes.items() if access == os.O_RDONLY]
 os.write(status[0], b"cells-done\\n")
-_, got, _, _ = socket.recv_fds(socket.socket(fileno=os.dup(channel[0])), 16, 1)
-print("TOOK", len(got))
+print("TOOK", len(os.read(cases[0], 1 << 20)))
 """
 
 
@@ -309,24 +309,26 @@ def test_a_cell_that_says_it_is_done_gets_no_case_and_needs_a_look(tmp_path):
 # The runner's wait, as the stack check sees it: the same function names as runner.py, so
 # that ``expected_wait_stack`` finds the chain in this source. {call} is _child's one call.
 WAITER = """
-import socket
+import os
+from os import read
 
 
-def _receive_cases(channel):
-    return channel.recvmsg(1, 64)
+def _receive_cases(cases_fd):
+    return read(cases_fd, 1)
 
 
-def _child(channel):
+def _child(cases_fd):
     {call}
 
 
-def _run_job(channel):
-    _child(channel)
+def _run_job(cases_fd):
+    _child(cases_fd)
 
 
 def main():
-    channel, peer = socket.socketpair()
-    _run_job(channel)
+    cases_fd, _ = os.pipe()
+    print(os.fstat(cases_fd).st_ino, flush=True)
+    _run_job(cases_fd)
 
 
 main()
@@ -339,10 +341,11 @@ def _stack_problem_of(tmp_path: Path, call: str) -> str | None:
     script = tmp_path / "runner.py"
     source = WAITER.replace("{call}", call)
     script.write_text(source)
-    waiter = subprocess.Popen([sys.executable, "-I", str(script)])
+    waiter = subprocess.Popen([sys.executable, "-I", str(script)], stdout=subprocess.PIPE)
     try:
+        inode = int(waiter.stdout.readline())
         deadline = time.monotonic() + 30
-        while not sandbox.waiting_in_recvmsg(waiter.pid):
+        while not sandbox.waiting_on_pipe(waiter.pid, inode):
             assert time.monotonic() < deadline and waiter.poll() is None
             time.sleep(0.01)
         return sandbox.wait_stack_problem(
@@ -357,6 +360,6 @@ def test_the_stack_check_accepts_only_the_runners_own_frames(tmp_path):
     """Read from outside with py-spy: the runner's chain passes; the same wait reached
     through one frame more (a lambda here; a cell, a hook or a patched function in a
     submission) is refused, and the refusal names the frame."""
-    assert _stack_problem_of(tmp_path, "_receive_cases(channel)") is None
-    problem = _stack_problem_of(tmp_path, "(lambda: _receive_cases(channel))()")
+    assert _stack_problem_of(tmp_path, "_receive_cases(cases_fd)") is None
+    problem = _stack_problem_of(tmp_path, "(lambda: _receive_cases(cases_fd))()")
     assert problem is not None and "<lambda>" in problem
