@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -560,34 +561,61 @@ def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 20] + " … (cut)"
 
 
+def read_job_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of a file the submission wrote (None: absent, not a regular file, or over
+    ``limit``). Opened without following a link and without blocking, since a FIFO, a
+    device or a link to one (``/sys/kernel/tracing/trace_pipe``) would hold the grader;
+    checked for what it is once open; never read past ``limit``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks) if size <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _parsed(text: str) -> Any:
+    """JSON from the submission's side, or None: any failure (a 200,000-deep nesting is a
+    RecursionError, not a ValueError) is the submission's, never the batch's."""
+    try:
+        return json.loads(text)
+    except Exception:
+        return None
+
+
 def _read_json(path: Path, limit: int = 1 << 20) -> Any:
     """An untrusted JSON file written by the child (None when absent, too big or invalid)."""
-    try:
-        if not path.is_file() or path.stat().st_size > limit:
-            return None
-        return json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, ValueError):
-        return None
+    data = read_job_file(path, limit)
+    return None if data is None else _parsed(data.decode("utf-8", errors="replace"))
 
 
 def _read_case_log(path: Path, cases: int) -> dict[int, Any]:
     """The last status line of each case in the child's (untrusted) log."""
     statuses: dict[int, Any] = {}
-    try:
-        if not path.is_file() or path.stat().st_size > 32 << 20:
-            return statuses
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
+    data = read_job_file(path, 32 << 20)
+    if data is None:
         return statuses
-    for line in lines[: 4 * cases + 10]:
-        try:
-            status = json.loads(line)
-        except ValueError:
-            continue
+    for line in data.decode("utf-8", errors="replace").splitlines()[: 4 * cases + 10]:
+        status = _parsed(line)
         if isinstance(status, dict) and type(status.get("case")) is int:
             if 0 <= status["case"] < cases:
                 statuses[status["case"]] = status
     return statuses
+
+
+#: A case's key in the outputs files: "<case>/<name>", the case's number in ASCII digits.
+_OUTPUT_KEY = re.compile(r"([0-9]{1,6})/(.+)", re.ASCII | re.DOTALL)
 
 
 def _read_outputs(job_dir: Path) -> tuple[dict[int, dict[str, Any]], str | None]:
@@ -595,32 +623,35 @@ def _read_outputs(job_dir: Path) -> tuple[dict[int, dict[str, Any]], str | None]
     by_case: dict[int, dict[str, Any]] = {}
     problem = None
     total = 0
-    for path in sorted(job_dir.glob("outputs_*.safetensors"))[:1000]:
-        with contextlib.suppress(OSError):
-            total += path.stat().st_size
-        if total > MAX_OUTPUT_FILE:
-            return by_case, "the outputs are too large"
-        tensors, error = _read_tensors(path)
+    try:
+        with os.scandir(job_dir) as entries:
+            names = sorted(e.name for e in entries if e.name.startswith("outputs_"))
+    except OSError:
+        return by_case, None
+    for name in [n for n in names if n.endswith(".safetensors")][:1000]:
+        tensors, error, size = _read_tensors(job_dir / name, MAX_OUTPUT_FILE - total)
+        total += size
         problem = problem or error
         for key, value in (tensors or {}).items():
-            index, _, name = key.partition("/")
-            if index.isdigit() and name:
-                by_case.setdefault(int(index), {})[name] = value
+            match = _OUTPUT_KEY.fullmatch(key)
+            if match:
+                by_case.setdefault(int(match[1]), {})[match[2]] = value
     return by_case, problem
 
 
-def _read_tensors(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """The child's outputs, through safetensors only (no code can run while loading)."""
-    from safetensors.torch import load_file
+def _read_tensors(path: Path, limit: int) -> tuple[dict[str, Any] | None, str | None, int]:
+    """The child's outputs, through safetensors only (no code can run while loading), and
+    the bytes read."""
+    from safetensors.torch import load
 
+    data = read_job_file(path, max(limit, 0))
+    if data is None:
+        exists = os.path.lexists(path)
+        return None, ("the outputs are too large or not a file" if exists else None), 0
     try:
-        if not path.is_file():
-            return None, None
-        if path.stat().st_size > MAX_OUTPUT_FILE:
-            return None, "the outputs are too large"
-        return load_file(str(path)), None
+        return load(data), None, len(data)
     except Exception as error:  # a corrupt file is the submission's problem, not the batch's
-        return None, f"the outputs could not be read ({type(error).__name__})"
+        return None, f"the outputs could not be read ({type(error).__name__})", len(data)
 
 
 @dataclass
@@ -1111,8 +1142,12 @@ class Grader:
                 "No case is graded."
             )
         by_test: dict[str, list[CaseResult]] = {t.grade_id: [] for t in plan.tests}
-        statuses = _read_case_log(job_dir / protocol.CASES_LOG, len(plan.cases))
-        outputs_by_case, read_error = _read_outputs(job_dir)
+        # What the job folder holds counts only when the cases went in: the grader cleared
+        # those names then, so anything there before was written by the cells (a forgery).
+        statuses, outputs_by_case, read_error = {}, {}, None
+        if outcome.cases_delivered:
+            statuses = _read_case_log(job_dir / protocol.CASES_LOG, len(plan.cases))
+            outputs_by_case, read_error = _read_outputs(job_dir)
         for index, item in enumerate(plan.cases):
             status = statuses.get(index)
             outputs = outputs_by_case.get(index)
