@@ -6,6 +6,10 @@ reports names that suggest a forbidden route, e.g. ``F.conv_transpose1d`` used f
 debugging cell, so that a TA sees them. A hit alone costs no point: a student may mention
 ``interpolate`` in a comparison cell, or define their own function called ``interpolate``.
 
+Names can be hidden from a reading of the source (built from pieces, imported by a computed
+name, or code cloned at run time): such constructions are findings of their own, with
+``severity == "review"``, since an honest answer needs none of them.
+
 Some routes the in-process guard cannot close: native code (``ctypes``, ``cffi``, a compiled
 extension, ``torch.utils.cpp_extension``, ``torch.ops.load_library``) can call torch's C++
 kernels, or undo the guard's Python hooks, without passing through Python. Their findings
@@ -58,6 +62,27 @@ NEEDS_REVIEW: dict[str, str] = {
     "fstat": "raw file descriptors (the grader's pipes?)",
 }
 
+#: Calls that make code or reach a name at run time: what hides a route from this scan (a
+#: module imported by a computed name, a function cloned from torch's own). Honest answers
+#: to these assignments need none of them; the TA looks at the submission.
+RUNTIME_CODE: dict[str, str] = {
+    "compile": "code compiled at run time",
+    "exec": "code run from a string",
+    "eval": "code run from a string",
+    "CodeType": "a code object made at run time",
+    "FunctionType": "a function made from a code object",
+    "marshal.loads": "code loaded from bytes",
+}
+#: Calls whose name argument, when it is not written out, hides what they reach
+#: (the argument's position).
+COMPUTED_NAME: dict[str, int] = {
+    "__import__": 0,
+    "import_module": 0,
+    "getattr": 1,
+    "setattr": 1,
+    "delattr": 1,
+}
+
 #: Names the student is asked to define: a function of that name is their own, not torch's.
 STUDENT_NAMES = {"interpolate", "conv_transpose1d", "conv_transpose2d", "ConvTranspose1d"}
 
@@ -107,6 +132,34 @@ def _why(name: str) -> tuple[str, str] | None:
     return None
 
 
+def _folded(node: ast.AST) -> str | None:
+    """The string a chain of ``"a" + "b" + ...`` of literals spells (None: not one)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _folded(node.left), _folded(node.right)
+        if left is not None and right is not None:
+            return left + right
+    return None
+
+
+def _runtime_code(node: ast.Call) -> tuple[str, str] | None:
+    """(name, why) when a call makes code, rewrites a code object, or reaches a module
+    or an attribute by a name that is not written out."""
+    name = _dotted(node.func) or getattr(node.func, "attr", "")
+    last = name.rsplit(".", 1)[-1]
+    if name in RUNTIME_CODE or last in RUNTIME_CODE:
+        return name, RUNTIME_CODE.get(name, RUNTIME_CODE.get(last))
+    if last == "replace" and any((k.arg or "").startswith("co_") for k in node.keywords):
+        return f"{name}(co_...)", "a code object rewritten (its file or name changed)"
+    position = COMPUTED_NAME.get(last)
+    if position is not None and len(node.args) > position:
+        argument = node.args[position]
+        if not (isinstance(argument, ast.Constant) and isinstance(argument.value, str)):
+            return name, "a module or attribute reached by a computed name"
+    return None
+
+
 def scan_source(source: str, cell: str) -> list[Finding]:
     """Findings in one cell's source (a cell that does not parse has none: it is reported
     as an error elsewhere)."""
@@ -124,6 +177,15 @@ def scan_source(source: str, cell: str) -> list[Finding]:
             findings.append(Finding(cell, line, name, *verdict))
 
     for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and (found := _runtime_code(node)):
+            if (node.lineno, found[0]) not in seen:
+                seen.add((node.lineno, found[0]))
+                findings.append(Finding(cell, node.lineno, found[0], found[1], "review"))
+        if isinstance(node, ast.BinOp) and (joined := _folded(node)) and (verdict := _why(joined)):
+            if (node.lineno, joined) not in seen:  # "so" + "cket": a name built from pieces
+                seen.add((node.lineno, joined))
+                why = f"a name built from pieces: {verdict[0]}"
+                findings.append(Finding(cell, node.lineno, joined, why, "review"))
         if isinstance(node, ast.Attribute):
             dotted = _dotted(node)
             if dotted is not None and not isinstance(getattr(node, "ctx", None), ast.Store):
