@@ -602,7 +602,7 @@ def _public_cases() -> dict[str, list[Case]]:
             (1, 2, 4),
             seed=124,
             output_size=[8],
-            note="Conv1d(..., stride=2, padding=1) maps lengths 7 and 8 to 4: output_size picks",
+            note="Conv1d(..., stride=2, padding=1) maps lengths 7 and 8 to 4: output_size says which",
         ),
         _mod(
             {"in_channels": 1, "out_channels": 3, "kernel_size": 4, "stride": 3},
