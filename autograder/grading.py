@@ -954,6 +954,9 @@ class Grader:
             extra["needs_a_look"].insert(0, f"the cases were refused: {outcome.refused}")
         extra["timed_out"] = outcome.timed_out
         extra["protections"] = outcome.protections + [self.watch_text]
+        lost = [p for p in outcome.protections if p.startswith("the kernel watch was incomplete")]
+        if lost:  # the outside watch may have missed a kernel: a TA decides, not silence
+            extra["needs_a_look"].insert(0, lost[0])
         if outcome.worker_error or outcome.unprotected:
             # The grader's fault, twice: no grade (never a low one), and a re-run tries again.
             extra["not_graded"] = outcome.worker_error or "the sandbox's protections failed"
