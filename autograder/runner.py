@@ -18,14 +18,14 @@ the submission's process, which:
    cell thread, while its main thread waits for the cases in ``_receive_cases``: it has
    waited there since before the first cell, and runs no student code until they come;
 4. when the cell thread has ended, the grader (outside the sandbox) checks from the host
-   that the process has one thread left, that no other process exists, and, reading the
-   process's Python stack from outside (py-spy), that the one thread is the main thread,
-   blocked in ``_receive_cases`` under the runner's own frames and no other. Only then does
-   it create a pipe for the cases and their inputs and hand its read end, through the
-   zygote, to that thread. Before that moment no frame, file or memory of the submission
-   held a case (the zygote never reads them either), and a cell that says it is done
-   while it still runs, or that leaves code of its own on the main thread's stack, is
-   refused the cases;
+   that the process has one thread left, that no other process exists, that the thread is
+   blocked reading the job's cases pipe (made by the grader, inherited at fork: no socket
+   carries it and the zygote keeps no copy) and, reading the process's Python stack from
+   outside (py-spy), that it is the main thread in ``_receive_cases`` under the runner's own
+   frames and no other. Only then does it write the cases and their inputs into the pipe.
+   Before that moment no frame, file or memory of the submission held a case (the zygote
+   never reads them either), and a cell that says it is done while it still runs, or that
+   leaves code of its own on the main thread's stack, is refused the cases;
 5. runs each case through ``course_checks.run_student`` and writes the outputs (safetensors)
    and a small JSON status per case.
 

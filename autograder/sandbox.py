@@ -632,7 +632,9 @@ class Worker:
         except StackUnreadable as error:
             self.kill()
             raise RuntimeError(
-                f"the grader cannot read the sandbox's Python stack from outside ({error})"
+                f"the grader cannot read the sandbox's Python stack from outside ({error}): "
+                "it needs ptrace permission (root with CAP_SYS_PTRACE; in Docker, "
+                "--cap-add SYS_PTRACE), and grades nothing without it"
             ) from error
 
     def _find_zygote(self) -> int | None:
