@@ -29,7 +29,7 @@ import pytest
 
 from autograder import grading, similarity
 from tests.test_gradebook import NOTEBOOKS, autograder, gradebook, release_points
-from tests.test_similarity import _add_copy
+from tests.test_similarity import _add_copy, answer_notebook
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -104,25 +104,6 @@ def nbgrader(*args: str, cwd: Path) -> str:
 def _sections(path: Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     return [part.strip("\n") + "\n" for part in re.split(r"^# %%\n", text, flags=re.M)[1:]]
-
-
-def answer_notebook(release: Path, sections: list[str]) -> dict:
-    """The release notebook with its answer code cells replaced by ``sections``."""
-    notebook = json.loads(release.read_text(encoding="utf-8"))
-    cells = notebook["cells"]
-    answers = [
-        i
-        for i, cell in enumerate(cells)
-        if cell["metadata"].get("nbgrader", {}).get("solution") and cell["cell_type"] == "code"
-    ]
-    added = [
-        {"cell_type": "code", "execution_count": None, "id": f"answer-{n}", "metadata": {}}
-        | {"outputs": [], "source": code}
-        for n, code in enumerate(sections)
-    ]
-    kept = [cell for i, cell in enumerate(cells) if i not in answers]
-    notebook["cells"] = kept[: answers[0]] + added + kept[answers[0] :]
-    return notebook
 
 
 def write_answer(student: str, assignment: str, fetched: Path, scratch: Path) -> None:

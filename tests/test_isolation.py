@@ -14,7 +14,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests" / "fixtures"))
 import build_corpus  # noqa: E402
+
+from tests.test_grader import grader  # noqa: E402
 
 A1, A3 = "01_conv_transpose1d", "03_interpolate"
 
@@ -43,17 +44,8 @@ def build(root: Path, student: str, assignment: str, base: str, source: str | No
 
 def grade(root: Path, *options: str) -> tuple[dict[str, dict[str, str]], str]:
     """grades.csv by student and assignment, and summary.md."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     out = root.parent / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "autograder", "grade", str(root), "--out", str(out), *options],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = grader("grade", str(root), "--out", str(out), *options, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
     with open(out / "grades.csv", newline="") as handle:
         rows: dict[str, dict[str, str]] = {}

@@ -50,19 +50,29 @@ def _copy_cells() -> list[str]:
     return [part.strip("\n") + "\n" for part in re.split(r"^# %%\n", text, flags=re.M)[1:]]
 
 
+def answer_notebook(notebook: Path, sections: list[str]) -> dict:
+    """``notebook`` with its answer code cells replaced by ``sections``, one cell each, at
+    the first answer cell's place (as a student would write their own answer)."""
+    data = json.loads(notebook.read_text(encoding="utf-8"))
+    cells = data["cells"]
+    answers = [
+        i
+        for i, c in enumerate(cells)
+        if c["metadata"].get("nbgrader", {}).get("solution") and c["cell_type"] == "code"
+    ]
+    added = [
+        {"cell_type": "code", "execution_count": None, "id": f"answer-{n}", "metadata": {}}
+        | {"outputs": [], "source": code}
+        for n, code in enumerate(sections)
+    ]
+    kept = [c for i, c in enumerate(cells) if i not in answers]
+    data["cells"] = kept[: answers[0]] + added + kept[answers[0] :]
+    return data
+
+
 def _add_copy(root: Path, student: str) -> Path:
     """The naive loops' notebook with its answer cells replaced by the disguised copy."""
-    notebook = json.loads(_corpus_notebook("naive_loops", A1).read_text(encoding="utf-8"))
-    cells = notebook["cells"]
-    answers = [i for i, c in enumerate(cells) if c["metadata"].get("nbgrader", {}).get("solution")]
-    added = [
-        {"cell_type": "code", "execution_count": None, "id": f"copy-{n}", "metadata": {}}
-        | {"outputs": [], "source": code}
-        for n, code in enumerate(_copy_cells())
-    ]
-    kept = [c for i, c in enumerate(cells) if i not in answers or cells[i]["cell_type"] != "code"]
-    at = answers[0]
-    notebook["cells"] = kept[:at] + added + kept[at:]
+    notebook = answer_notebook(_corpus_notebook("naive_loops", A1), _copy_cells())
     target = root / student / A1 / "conv_transpose1d.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(notebook), encoding="utf-8")
