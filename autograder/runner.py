@@ -496,18 +496,28 @@ def _child(job_dir: str, job: dict, pipes: dict[str, int], setup: dict) -> None:
         shell = _notebook_shell()
         namespace = shell.user_ns
         checks, before = setup["checks"], setup["snapshot"]
+        # Everything the main thread uses from the wait to the guard, bound now, as locals of
+        # this frame: the cells (in their thread) can rebind this module's globals, the
+        # setup dict or ``gc`` (a hostile reviewer's attack: ``gc.disable`` read the cases
+        # before the guard was armed), never a running frame's locals.
+        cases_fd, disable_gc, decode = pipes["cases"], gc.disable, _decode_cases
+        stage_guard, forbidden, load_bytes = (
+            setup["stage_guard"],
+            setup["forbidden_error"],
+            setup["load_bytes"],
+        )
         cell_thread = threading.Thread(
             target=_cell_stage, args=(cells, shell, job_dir, status, setup), name="cells"
         )
         cell_thread.start()
-        first = _receive_cases(pipes["cases"])  # waits here through the whole cell stage
-        gc.disable()  # no finaliser of the student's objects runs while the inputs are here
+        first = _receive_cases(cases_fd)  # waits here through the whole cell stage
+        disable_gc()  # no finaliser of the student's objects runs while the inputs are here
         outside = []
         try:
-            with setup["stage_guard"]():
-                cases, inputs_all = _decode_cases(pipes["cases"], first, setup["load_bytes"])
+            with stage_guard():
+                cases, inputs_all = decode(cases_fd, first, load_bytes)
                 _run_cases(cases, inputs_all, namespace, setup)
-        except setup["forbidden_error"] as error:  # reached between graded calls, or disarmed
+        except forbidden as error:  # reached between graded calls, or disarmed
             outside = [f"the kernel guard, between graded calls: {error}"]
         tampered = _tampered(checks, before) + outside  # a graded call may have patched them
         if tampered:

@@ -55,6 +55,17 @@ NEEDS_REVIEW: dict[str, str] = {
     "load_library": "a native library loaded into torch (native code past the guard)",
     "_thread": "raw threads (the guard's hook does not follow them)",
     "pythonapi": "CPython's C API through ctypes (can take the guard's hooks off)",
+    # What reaches the grader's own state (its frames, their globals, the heap), from which
+    # a cell can rebind what the runner calls next: an answer needs none of them.
+    "_current_frames": "other threads' frames (the grader's runner?)",
+    "f_globals": "a frame's globals (the grader's module?)",
+    "f_locals": "a frame's locals (the grader's cases?)",
+    "f_back": "the calling frames (the grader's?)",
+    "tb_frame": "a traceback's frames (the grader's?)",
+    "__globals__": "a function's globals (the grader's module?)",
+    "get_referrers": "the heap, through the garbage collector (the grader's objects?)",
+    "get_referents": "the heap, through the garbage collector (the grader's objects?)",
+    "get_objects": "the heap, through the garbage collector (the grader's objects?)",
     # What a cell needs to play the runner's part (say cells-done, take the cases' pipe):
     "recv_fds": "file descriptors taken from a socket (the grader's channel for the cases?)",
     "socket": "a socket (the grader's channel for the cases?)",

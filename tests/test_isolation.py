@@ -113,3 +113,17 @@ def test_cloned_decompositions_need_a_look(tmp_path):
     results = next((tmp_path / "out" / "cloner").rglob("results.json"))
     reasons = json.loads(results.read_text())["extra_data"]["needs_a_look"]
     assert any("code object rewritten" in reason for reason in reasons)
+
+
+def test_the_runner_calls_nothing_the_cells_can_rebind_before_the_guard(tmp_path):
+    """A second hostile review: the cell thread reached the main thread's frame, replaced the
+    runner's global ``gc`` with an object whose ``disable()`` read every case before the
+    guard was armed and answered them with convolution backward: 70/100, nothing flagged.
+    Now the runner's path from the wait to the guard uses its frame's own locals, the route
+    is refused in the graded calls, and reaching the runner's frames needs a look."""
+    root = tmp_path / "submitted"
+    build(root, "rebinder", A1, "release", "attack_stage_pre_guard_global_hook")
+    rows, summary = grade(root, "--jobs", "1")
+    assert rows == {"rebinder": {A1: "0"}}
+    look = summary.split("## Needs a look", 1)[1].split("\n## ", 1)[0]
+    assert "rebinder" in look
